@@ -1,0 +1,5 @@
+"""`python -m infra` runs the llmcloud CLI."""
+
+from infra.cli import main
+
+main()

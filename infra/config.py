@@ -1,0 +1,962 @@
+"""The typed stack config: everything an environment may vary, read from the `llmcloud:`
+namespace of `stacks/Pulumi.<stack>.yaml` (plus `aws:region`).
+
+Defaults are the hardened ones; a stack file loosens them on purpose (dev opens the API
+endpoint to a CIDR allowlist, runs one NAT gateway). Bad config raises `ConfigError`, whose
+message names the key path, the value and what is allowed, before any resource is declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from infra.catalog import load_catalog
+
+NAMESPACE = "llmcloud"
+ENVIRONMENTS = ("dev", "staging", "prod")
+SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+CLOUDWATCH_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+FSX_THROUGHPUT_MBPS_PER_TIB = (125, 250, 500, 1000)
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+REQUIRED_CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_IAM_PRINCIPAL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|user/.+|role/.+|assumed-role/.+|group/.+)$"
+)
+_RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")
+_IMAGE_PINNED = re.compile(r"^[^\s:@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+class ConfigError(Exception):
+    """A stack config that cannot be used; the message is meant for the user as is."""
+
+
+def _fail(field: str, value: Any, allowed: str) -> PydanticCustomError:
+    """An error for `field` (relative to the model raising it) that the formatter prints as
+    `<path>.<field> = <value>: <allowed>`."""
+    return PydanticCustomError(
+        "llmcloud", "{allowed}", {"field": field, "value": value, "allowed": allowed}
+    )
+
+
+class Model(BaseModel):
+    """Base for config sections: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL.pattern, max_length=40)]
+PrincipalArn = Annotated[str, Field(pattern=_IAM_PRINCIPAL_ARN.pattern)]
+RetentionDays = Literal[CLOUDWATCH_RETENTION_DAYS]  # type: ignore[valid-type]
+
+
+# --------------------------------------------------------------------------- network
+
+
+class NetworkConfig(Model):
+    """VPC layout. Private subnets are large because EKS pods take VPC IPs."""
+
+    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    availability_zones: list[str] = Field(min_length=2, max_length=3)
+    private_subnet_cidrs: list[ipaddress.IPv4Network] | None = None
+    public_subnet_cidrs: list[ipaddress.IPv4Network] | None = None
+    nat_gateways: Literal["single", "per_az"] = "per_az"
+    interface_endpoints: bool = True
+    flow_logs_retention_days: RetentionDays = 365
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_size(cls, v: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not 16 <= v.prefixlen <= 20:
+            raise _fail("", str(v), "the VPC prefix must be between /16 and /20")
+        if not v.is_private:
+            raise _fail("", str(v), "the VPC CIDR must be a private (RFC 1918) range")
+        return v
+
+    @model_validator(mode="after")
+    def _subnets(self) -> NetworkConfig:
+        if len(set(self.availability_zones)) != len(self.availability_zones):
+            raise _fail("availability_zones", self.availability_zones, "zones must be distinct")
+        n = len(self.availability_zones)
+        named: list[tuple[str, ipaddress.IPv4Network]] = []
+        for key in ("private_subnet_cidrs", "public_subnet_cidrs"):
+            cidrs = getattr(self, key)
+            if cidrs is None:
+                continue
+            if len(cidrs) != n:
+                raise _fail(key, [str(c) for c in cidrs], f"give one CIDR per zone ({n})")
+            for i, cidr in enumerate(cidrs):
+                if not cidr.subnet_of(self.vpc_cidr):
+                    raise _fail(
+                        f"{key}[{i}]", str(cidr), f"must lie inside vpc_cidr {self.vpc_cidr}"
+                    )
+                named.append((f"{key}[{i}]", cidr))
+        cidrs_all = named or [
+            *((f"private[{i}]", c) for i, c in enumerate(self.private_subnets)),
+            *((f"public[{i}]", c) for i, c in enumerate(self.public_subnets)),
+        ]
+        for i, (key_a, a) in enumerate(cidrs_all):
+            for key_b, b in cidrs_all[i + 1 :]:
+                if a.overlaps(b):
+                    raise _fail(key_a, str(a), f"overlaps {key_b} ({b}); subnets must not overlap")
+        if self.private_subnet_cidrs is not None and self.private_subnet_cidrs[0].prefixlen > 22:
+            raise _fail(
+                "private_subnet_cidrs[0]",
+                str(self.private_subnet_cidrs[0]),
+                "private subnets must be /22 or larger: every pod takes a VPC IP",
+            )
+        return self
+
+    @property
+    def private_subnets(self) -> list[ipaddress.IPv4Network]:
+        """Explicit CIDRs, or the first quarters of the VPC: a /18 each in a /16."""
+        if self.private_subnet_cidrs is not None:
+            return list(self.private_subnet_cidrs)
+        quarters = list(self.vpc_cidr.subnets(prefixlen_diff=2))
+        return quarters[: len(self.availability_zones)]
+
+    @property
+    def public_subnets(self) -> list[ipaddress.IPv4Network]:
+        """Explicit CIDRs, or small subnets (a /24 in a /16) from the VPC's last quarter."""
+        if self.public_subnet_cidrs is not None:
+            return list(self.public_subnet_cidrs)
+        last_quarter = list(self.vpc_cidr.subnets(prefixlen_diff=2))[-1]
+        return list(last_quarter.subnets(new_prefix=self.vpc_cidr.prefixlen + 8))[
+            : len(self.availability_zones)
+        ]
+
+
+# --------------------------------------------------------------------------- security
+
+
+class NamespaceConfig(Model):
+    """A Kubernetes namespace for a team or workload kind, with its quotas."""
+
+    name: DnsLabel
+    purpose: Literal["training", "serving", "data"]
+    gpu_quota: int = Field(default=0, ge=0)
+    cpu_quota: str = "512"
+    memory_quota: str = "4Ti"
+    allow_from_namespaces: list[DnsLabel] = []
+
+
+class SecurityConfig(Model):
+    """KMS, IAM and Kubernetes access."""
+
+    kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
+    key_admin_arns: list[PrincipalArn] = []
+    cluster_admin_arns: list[PrincipalArn] = []
+    cluster_readonly_arns: list[PrincipalArn] = []
+    pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
+    cloudtrail: bool = True
+    namespaces: list[NamespaceConfig] = [
+        NamespaceConfig(name="training", purpose="training", gpu_quota=64),
+        NamespaceConfig(name="serving", purpose="serving", gpu_quota=32),
+    ]
+
+    @model_validator(mode="after")
+    def _namespaces(self) -> SecurityConfig:
+        names = [ns.name for ns in self.namespaces]
+        for i, ns in enumerate(self.namespaces):
+            if names.count(ns.name) > 1:
+                raise _fail(f"namespaces[{i}].name", ns.name, "namespace names must be unique")
+            for j, other in enumerate(ns.allow_from_namespaces):
+                if other not in names and other not in ("kube-system", "monitoring"):
+                    raise _fail(
+                        f"namespaces[{i}].allow_from_namespaces[{j}]",
+                        other,
+                        "must name a namespace of security.namespaces ("
+                        + ", ".join(names)
+                        + ") or kube-system / monitoring",
+                    )
+        return self
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+class CapacityConfig(Model):
+    """Where a node group's instances come from."""
+
+    type: Literal["on_demand", "spot", "reservation", "capacity_block"] = "on_demand"
+    reservation_id: str | None = None
+    availability_zone: str | None = None
+
+    @model_validator(mode="after")
+    def _reserved(self) -> CapacityConfig:
+        if self.type in ("reservation", "capacity_block"):
+            if not self.reservation_id:
+                raise _fail("reservation_id", None, f"required when type is {self.type}")
+            if not self.availability_zone:
+                raise _fail(
+                    "availability_zone",
+                    None,
+                    f"required when type is {self.type}: a reserved group is pinned to the "
+                    "reservation's zone",
+                )
+        elif self.reservation_id is not None:
+            raise _fail(
+                "reservation_id",
+                self.reservation_id,
+                "only allowed when type is reservation or capacity_block",
+            )
+        if self.reservation_id is not None and not _RESERVATION_ID.match(self.reservation_id):
+            raise _fail(
+                "reservation_id", self.reservation_id, "must look like cr-0123456789abcdef0"
+            )
+        return self
+
+
+class ScalingMixin(Model):
+    min_size: int = Field(default=0, ge=0)
+    desired_size: int | None = Field(default=None, ge=0)
+    max_size: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ScalingMixin:
+        if self.max_size < self.min_size:
+            raise _fail("max_size", self.max_size, f"must be ≥ min_size ({self.min_size})")
+        d = self.desired_size
+        if d is not None and not self.min_size <= d <= self.max_size:
+            raise _fail(
+                "desired_size",
+                d,
+                f"must be between min_size ({self.min_size}) and max_size ({self.max_size})",
+            )
+        return self
+
+    @property
+    def desired(self) -> int:
+        return self.min_size if self.desired_size is None else self.desired_size
+
+
+class SystemNodeGroupConfig(ScalingMixin):
+    """Small on-demand nodes for cluster add-ons, spread across zones."""
+
+    instance_types: list[str] = ["m7i.xlarge"]
+    min_size: int = Field(default=2, ge=1)
+    max_size: int = Field(default=4, ge=1)
+    disk_gb: int = Field(default=50, ge=20, le=1000)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        catalog = load_catalog()
+        for t in v:
+            if t not in catalog.instance_types or catalog.instance_types[t].gpu:
+                allowed = sorted(n for n, i in catalog.instance_types.items() if not i.gpu)
+                raise _fail("", t, "must be a non-GPU type of the catalog: " + ", ".join(allowed))
+        if not v:
+            raise _fail("", v, "give at least one instance type")
+        return v
+
+
+class GpuNodeGroupConfig(ScalingMixin):
+    """One GPU node group: kind from the catalog, capacity, EFA and placement."""
+
+    name: DnsLabel
+    gpu: str
+    instance_type: str | None = None
+    availability_zones: list[str] | None = None
+    efa: bool | None = None
+    capacity: CapacityConfig = CapacityConfig()
+    ami: Literal["al2023", "bottlerocket"] = "al2023"
+    root_volume_gb: int = Field(default=200, ge=50, le=16000)
+    pods_need_imds: bool = False
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _kind(self) -> GpuNodeGroupConfig:
+        catalog = load_catalog()
+        if self.gpu not in catalog.kinds:
+            raise _fail("gpu", self.gpu, "must be one of " + ", ".join(catalog.kinds))
+        kind = catalog.kinds[self.gpu]
+        if self.instance_type is not None and self.instance_type not in kind.instance_types:
+            raise _fail(
+                "instance_type",
+                self.instance_type,
+                f"{self.gpu} comes as " + ", ".join(kind.instance_types),
+            )
+        instance = catalog.instance(self.resolved_instance_type)
+        if self.efa and not instance.efa_supported:
+            raise _fail(
+                "efa", True, f"{instance.name} has no EFA; set efa: false or pick a type with EFA"
+            )
+        if self.capacity.type == "spot" and kind.role != "serving":
+            raise _fail(
+                "capacity.type",
+                "spot",
+                f"spot is for serving kinds only ({', '.join(k for k, v in catalog.kinds.items() if v.role == 'serving')}); "
+                f"{self.gpu} is a training kind: use on_demand, reservation or capacity_block",
+            )
+        return self
+
+    @property
+    def kind(self):
+        return load_catalog().kind(self.gpu)
+
+    @property
+    def resolved_instance_type(self) -> str:
+        return self.instance_type or load_catalog().kind(self.gpu).default_instance_type
+
+    @property
+    def instance(self):
+        return load_catalog().instance(self.resolved_instance_type)
+
+    @property
+    def efa_enabled(self) -> bool:
+        """EFA defaults on for training kinds whose instance type has it."""
+        if self.efa is not None:
+            return self.efa
+        return self.kind.role == "training" and self.instance.efa_supported
+
+    @property
+    def reserved(self) -> bool:
+        return self.capacity.type in ("reservation", "capacity_block")
+
+    @property
+    def placement_group(self) -> bool:
+        """A cluster placement group for EFA groups, unless capacity is reserved (the
+        reservation fixes placement, and a forced placement group conflicts with it)."""
+        return self.efa_enabled and not self.reserved
+
+    def zones(self, network: NetworkConfig, region: str) -> list[str]:
+        """The zones this group launches in: the reservation's zone, else the configured
+        zones, else, for EFA groups, the first VPC zone offering the type (EFA traffic stays
+        in one placement group), else every VPC zone that offers the type."""
+        if self.reserved:
+            return [self.capacity.availability_zone or ""]
+        if self.availability_zones:
+            return list(self.availability_zones)
+        offering = load_catalog().region(region).offerings.get(self.resolved_instance_type, ())
+        offered = [z for z in network.availability_zones if z in offering]
+        return offered[:1] if self.efa_enabled else offered
+
+
+class AddonsConfig(Model):
+    """Cluster add-ons that run on Kubernetes (pinned chart versions live in the code)."""
+
+    metrics: Literal["prometheus", "cloudwatch"] = "prometheus"
+    keda: bool = False
+    dcgm_exporter: bool = True
+
+
+class ClusterConfig(Model):
+    """The EKS control plane, its logging and access, and the node groups."""
+
+    version: str = "1.33"
+    endpoint_public_access: bool = False
+    public_access_cidrs: list[ipaddress.IPv4Network] = []
+    log_types: list[Literal[CONTROL_PLANE_LOG_TYPES]] = list(CONTROL_PLANE_LOG_TYPES)  # type: ignore[valid-type]
+    log_retention_days: RetentionDays = 365
+    system_nodes: SystemNodeGroupConfig = SystemNodeGroupConfig()
+    gpu_node_groups: list[GpuNodeGroupConfig] = []
+    addons: AddonsConfig = AddonsConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v not in SUPPORTED_EKS_VERSIONS:
+            raise _fail("", v, "supported EKS versions: " + ", ".join(SUPPORTED_EKS_VERSIONS))
+        return v
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ClusterConfig:
+        if self.endpoint_public_access:
+            if not self.public_access_cidrs:
+                raise _fail(
+                    "public_access_cidrs",
+                    [],
+                    "a public endpoint needs a CIDR allowlist (your office or VPN ranges)",
+                )
+            for i, cidr in enumerate(self.public_access_cidrs):
+                if cidr.prefixlen == 0:
+                    raise _fail(
+                        f"public_access_cidrs[{i}]",
+                        str(cidr),
+                        "0.0.0.0/0 opens the Kubernetes API to the internet; list your ranges",
+                    )
+        elif self.public_access_cidrs:
+            raise _fail(
+                "public_access_cidrs",
+                [str(c) for c in self.public_access_cidrs],
+                "only allowed with endpoint_public_access: true",
+            )
+        missing = [t for t in REQUIRED_CONTROL_PLANE_LOGS if t not in self.log_types]
+        if missing:
+            raise _fail("log_types", self.log_types, "must include " + ", ".join(missing))
+        names = [g.name for g in self.gpu_node_groups]
+        for i, name in enumerate(names):
+            if names.count(name) > 1:
+                raise _fail(f"gpu_node_groups[{i}].name", name, "node group names must be unique")
+        return self
+
+    def node_group(self, name: str) -> GpuNodeGroupConfig | None:
+        return next((g for g in self.gpu_node_groups if g.name == name), None)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class FsxConfig(Model):
+    """FSx for Lustre (PERSISTENT_2) linked to the datasets and checkpoints prefixes."""
+
+    storage_capacity_gib: int = 1200
+    throughput_mbps_per_tib: int = 250
+    availability_zone: str | None = None
+    backup_retention_days: int = Field(default=7, ge=0, le=90)
+    compression: Literal["LZ4", "NONE"] = "LZ4"
+    datasets_prefix: str = "datasets/"
+    checkpoints_prefix: str = "checkpoints/"
+
+    @field_validator("storage_capacity_gib")
+    @classmethod
+    def _capacity(cls, v: int) -> int:
+        if v not in (1200, 2400) and (v <= 0 or v % 2400 != 0):
+            raise _fail("", v, "PERSISTENT_2 capacity is 1200, 2400 or a multiple of 2400 GiB")
+        return v
+
+    @field_validator("throughput_mbps_per_tib")
+    @classmethod
+    def _throughput(cls, v: int) -> int:
+        if v not in FSX_THROUGHPUT_MBPS_PER_TIB:
+            raise _fail("", v, "PERSISTENT_2 throughput tiers (MB/s/TiB): 125, 250, 500, 1000")
+        return v
+
+    @field_validator("datasets_prefix", "checkpoints_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v or not v.endswith("/") or "://" in v:
+            raise _fail(
+                "",
+                v,
+                "a key prefix inside the bucket, like 'datasets/' (no leading '/', ends with '/')",
+            )
+        return v
+
+
+class StorageConfig(Model):
+    """The S3 data lake and the optional FSx for Lustre file system."""
+
+    force_destroy: bool = False
+    checkpoint_noncurrent_days: int = Field(default=30, ge=1)
+    abort_multipart_days: int = Field(default=7, ge=1)
+    intelligent_tiering_days: int | None = Field(default=None, ge=0)
+    access_log_retention_days: int = Field(default=365, ge=1)
+    fsx: FsxConfig | None = None
+    expected_size_gb: dict[Literal["datasets", "checkpoints", "models"], float] = {}
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class TrainingJobConfig(Model):
+    """A torchrun job of the packaged trainer on a GPU node group."""
+
+    name: DnsLabel
+    node_group: str
+    nodes: int = Field(default=1, ge=1)
+    namespace: DnsLabel = "training"
+    image: str
+    max_restarts: int = Field(default=3, ge=0)
+    backoff_limit: int = Field(default=6, ge=0)
+    use_fsx: bool = True
+    jobset: bool = False
+    trainer: dict[str, str | int | float | bool] = {}
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        return _check_image(v)
+
+
+class ServingConfig(Model):
+    """A vLLM endpoint: one model on a serving node group."""
+
+    name: DnsLabel
+    model: str
+    served_model_name: str | None = None
+    model_prefix: str
+    params_billion: float = Field(gt=0)
+    node_group: str
+    gpus_per_replica: int = Field(default=1, ge=1)
+    replicas_min: int = Field(default=1, ge=0)
+    replicas_max: int = Field(default=1, ge=1)
+    max_model_len: int = Field(default=8192, ge=256)
+    max_num_seqs: int = Field(default=256, ge=1)
+    dtype: Literal["auto", "bfloat16", "float16"] = "bfloat16"
+    quantization: Literal["awq", "gptq", "fp8"] | None = None
+    gpu_memory_utilization: float = Field(default=0.90, ge=0.5, le=0.98)
+    loader: Literal["init_sync", "s3_streamer"] = "init_sync"
+    namespace: DnsLabel = "serving"
+    image: str = "vllm/vllm-openai:v0.11.0"
+    api_key_required: bool = True
+    allowed_namespaces: list[DnsLabel] = []
+    allowed_cidrs: list[ipaddress.IPv4Network] = []
+    load_balancer: Literal["none", "internal_nlb"] = "none"
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        return _check_image(v)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServingConfig:
+        if self.replicas_max < self.replicas_min:
+            raise _fail(
+                "replicas_max", self.replicas_max, f"must be ≥ replicas_min ({self.replicas_min})"
+            )
+        if self.model_prefix.startswith("/") or not self.model_prefix.endswith("/"):
+            raise _fail(
+                "model_prefix",
+                self.model_prefix,
+                "a key prefix in the models bucket, like 'llama-3-8b/'",
+            )
+        return self
+
+
+def _check_image(v: str) -> str:
+    if not _IMAGE_PINNED.match(v) or ("@sha256:" not in v and ":" not in v.rsplit("/", 1)[-1]):
+        raise _fail("", v, "pin the image by tag or digest (repo:tag or repo@sha256:...)")
+    if v.rsplit("/", 1)[-1].split("@")[0].endswith(":latest"):
+        raise _fail("", v, "'latest' is not a pinned tag; use a version tag or a digest")
+    return v
+
+
+# --------------------------------------------------------------------------- policies
+
+
+class WaiverConfig(Model):
+    """A policy finding accepted on purpose, until a date."""
+
+    rule: str
+    resource: str
+    reason: str = Field(min_length=10)
+    expires: date
+
+
+class PoliciesConfig(Model):
+    """How the policy pack treats this stack."""
+
+    enforcement: Literal["advisory", "mandatory"] | None = None
+    gpu_budget: int | None = Field(default=None, ge=0)
+    required_tags: list[str] = ["team", "cost-center"]
+    waivers: list[WaiverConfig] = []
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class StackConfig(Model):
+    """One environment. Built from the stack file; every component reads only this."""
+
+    project: str
+    stack: str
+    region: str
+    environment: Literal[ENVIRONMENTS]  # type: ignore[valid-type]
+    name_prefix: str = Field(default="", max_length=20)
+    tags: dict[str, str] = {}
+    network: NetworkConfig
+    security: SecurityConfig = SecurityConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    storage: StorageConfig = StorageConfig()
+    training: list[TrainingJobConfig] = []
+    serving: list[ServingConfig] = []
+    serving_api_key: SecretStr | None = None
+    policies: PoliciesConfig = PoliciesConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        catalog = load_catalog()
+        if self.region not in catalog.regions:
+            raise _fail(
+                "region", self.region, "regions in the catalog: " + ", ".join(catalog.regions)
+            )
+        region = catalog.regions[self.region]
+        for i, zone in enumerate(self.network.availability_zones):
+            if zone not in region.zones:
+                raise _fail(
+                    f"network.availability_zones[{i}]",
+                    zone,
+                    f"{self.region} has zones " + ", ".join(region.zones),
+                )
+        self._check_node_groups(region)
+        self._check_workloads()
+        if self.storage.fsx and self.storage.fsx.availability_zone is not None:
+            zone = self.storage.fsx.availability_zone
+            if zone not in self.network.availability_zones:
+                raise _fail(
+                    "storage.fsx.availability_zone",
+                    zone,
+                    "must be one of network.availability_zones: "
+                    + ", ".join(self.network.availability_zones),
+                )
+        if self.environment == "prod":
+            if self.cluster.endpoint_public_access:
+                raise _fail(
+                    "cluster.endpoint_public_access",
+                    True,
+                    "prod clusters have a private endpoint only",
+                )
+            if len(self.network.availability_zones) < 3:
+                raise _fail(
+                    "network.availability_zones",
+                    self.network.availability_zones,
+                    "prod spans 3 zones",
+                )
+        return self
+
+    def _check_node_groups(self, region) -> None:
+        zones = self.network.availability_zones
+        for i, group in enumerate(self.cluster.gpu_node_groups):
+            key = f"cluster.gpu_node_groups[{i}]"
+            itype = group.resolved_instance_type
+            if group.reserved:
+                zone = group.capacity.availability_zone
+                if zone not in zones:
+                    raise _fail(
+                        f"{key}.capacity.availability_zone",
+                        zone,
+                        "must be one of network.availability_zones: " + ", ".join(zones),
+                    )
+            for j, zone in enumerate(group.availability_zones or []):
+                if zone not in region.zones:
+                    raise _fail(
+                        f"{key}.availability_zones[{j}]",
+                        zone,
+                        f"{self.region} has zones " + ", ".join(region.zones),
+                    )
+                if zone not in zones:
+                    raise _fail(
+                        f"{key}.availability_zones[{j}]",
+                        zone,
+                        "must be one of network.availability_zones: " + ", ".join(zones),
+                    )
+            group_zones = group.zones(self.network, self.region)
+            if not group_zones:
+                raise _fail(
+                    f"{key}.gpu",
+                    group.gpu,
+                    f"{itype} is offered in none of this VPC's zones (" + ", ".join(zones) + ")",
+                )
+            if group.efa_enabled and not group.reserved and len(group_zones) != 1:
+                raise _fail(
+                    f"{key}.availability_zones",
+                    group.availability_zones,
+                    "an EFA group runs in one zone (its cluster placement group); name exactly one",
+                )
+            for zone in group_zones:
+                if not region.offers(itype, zone):
+                    offered = [z for z in region.offerings.get(itype, ()) if z in zones]
+                    raise _fail(
+                        f"{key}.availability_zones"
+                        if not group.reserved
+                        else f"{key}.capacity.availability_zone",
+                        zone,
+                        f"{itype} ({group.gpu}) is not offered in {zone}; in this VPC's zones it is "
+                        f"offered in: {', '.join(offered) or 'none'}",
+                    )
+
+    def _check_workloads(self) -> None:
+        namespaces = {ns.name: ns for ns in self.security.namespaces}
+        for i, job in enumerate(self.training):
+            key = f"training[{i}]"
+            group = self.cluster.node_group(job.node_group)
+            if group is None:
+                raise _fail(
+                    f"{key}.node_group",
+                    job.node_group,
+                    "must name a GPU node group: "
+                    + ", ".join(g.name for g in self.cluster.gpu_node_groups)
+                    if self.cluster.gpu_node_groups
+                    else "the cluster has no gpu_node_groups",
+                )
+            if job.nodes > group.max_size:
+                raise _fail(
+                    f"{key}.nodes",
+                    job.nodes,
+                    f"node group {group.name} scales to at most {group.max_size}",
+                )
+            if job.namespace not in namespaces:
+                raise _fail(
+                    f"{key}.namespace", job.namespace, "must be one of " + ", ".join(namespaces)
+                )
+            if job.use_fsx and self.storage.fsx is None:
+                raise _fail(f"{key}.use_fsx", True, "needs storage.fsx, or set use_fsx: false")
+        for i, svc in enumerate(self.serving):
+            key = f"serving[{i}]"
+            group = self.cluster.node_group(svc.node_group)
+            if group is None:
+                raise _fail(
+                    f"{key}.node_group",
+                    svc.node_group,
+                    "must name a GPU node group: "
+                    + ", ".join(g.name for g in self.cluster.gpu_node_groups)
+                    if self.cluster.gpu_node_groups
+                    else "the cluster has no gpu_node_groups",
+                )
+            if svc.namespace not in namespaces:
+                raise _fail(
+                    f"{key}.namespace", svc.namespace, "must be one of " + ", ".join(namespaces)
+                )
+            if self.environment != "dev" and not svc.api_key_required:
+                raise _fail(
+                    f"{key}.api_key_required",
+                    False,
+                    f"an API key is required in {self.environment}",
+                )
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of physical names (cluster, buckets): `name_prefix` or `llm-<stack>`."""
+        return self.name_prefix or f"llm-{self.stack}"
+
+    @property
+    def default_tags(self) -> dict[str, str]:
+        """Tags every taggable resource carries (set as the AWS provider's default tags)."""
+        return {
+            "llmcloud:project": self.project,
+            "llmcloud:stack": self.stack,
+            "environment": self.environment,
+            "managed-by": "pulumi",
+            **self.tags,
+        }
+
+    @property
+    def policy_enforcement(self) -> str:
+        """Advisory in dev, mandatory elsewhere, unless the stack says otherwise."""
+        if self.policies.enforcement:
+            return self.policies.enforcement
+        return "advisory" if self.environment == "dev" else "mandatory"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    """Where a stack's config lives, honouring `stackConfigDir` of Pulumi.yaml."""
+    project = read_project(project_dir)
+    config_dir = project.get("stackConfigDir") or "."
+    return project_dir / config_dir / f"Pulumi.{stack}.yaml"
+
+
+def read_project(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "Pulumi.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no Pulumi.yaml here; pass --project DIR of a Pulumi project")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{path}: must be a mapping with a 'name' key")
+    return data
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The raw `config:` map of a stack file (`{key: value}`; secrets stay `{secure: ...}`)."""
+    if not path.is_file():
+        stacks = sorted(p.name for p in path.parent.glob("Pulumi.*.yaml"))
+        raise ConfigError(
+            f"{path}: no such stack file; stacks here: " + (", ".join(stacks) or "none")
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping with a 'config' key")
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: 'config' must be a mapping of keys to values")
+    return config
+
+
+def parse_stack_config(
+    raw: dict[str, Any], *, project: str, stack: str, source: str = "stack config"
+) -> StackConfig:
+    """Validate the raw config map of one stack. `raw` keys are `namespace:key`."""
+    values: dict[str, Any] = {"project": project, "stack": stack}
+    for key, value in raw.items():
+        if ":" not in key:
+            raise ConfigError(
+                f"{source}: key {key!r} has no namespace; write it as {NAMESPACE}:{key}"
+            )
+        namespace, name = key.split(":", 1)
+        if key == "aws:region":
+            values["region"] = value
+        elif namespace == NAMESPACE:
+            if name in ("project", "stack", "region"):
+                raise ConfigError(
+                    f"{source}: {key} is set by Pulumi (the project name, the stack name, aws:region)"
+                )
+            values[name] = _decode(value)
+    if "region" not in values:
+        raise ConfigError(f"{source}: aws:region is required (for example us-east-1)")
+    if "environment" not in values and stack in ENVIRONMENTS:
+        values["environment"] = stack
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands object values to programs as JSON strings; the stack file has them as
+    YAML. Accept both. A `{secure: ...}` value the offline plan cannot decrypt stays a
+    placeholder string."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return "[secret]"
+    return value
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for err in error.errors(include_url=False):
+        loc = list(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "llmcloud":
+            if ctx.get("field"):
+                loc.extend(_split_path(ctx["field"]))
+            value, allowed = ctx.get("value"), ctx.get("allowed")
+        elif err["type"] == "extra_forbidden":
+            value = err.get("input")
+            allowed = "unknown key; allowed keys here: " + ", ".join(_allowed_keys(loc[:-1]))
+        elif err["type"] == "missing":
+            value = None
+            allowed = "required"
+        else:
+            value = err.get("input")
+            allowed = err["msg"].removeprefix("Value error, ")
+        key = _key_path(loc)
+        shown = "(missing)" if value is None and err["type"] == "missing" else _show(value)
+        lines.append(f"{key} = {shown}: {allowed}")
+    head = f"{source}: invalid config"
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    return head + ":\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return parts
+
+
+def _key_path(loc: list[str | int]) -> str:
+    if loc and loc[0] == "region":
+        return "aws:region"
+    out = NAMESPACE + ":"
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("" if i == 0 else ".") + str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(value, default=str)
+    except TypeError:
+        return repr(value)
+
+
+def _allowed_keys(loc: list[str | int]) -> list[str]:
+    """The field names of the model found at `loc` inside StackConfig."""
+    model: Any = StackConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
+    """Read and validate `stacks/Pulumi.<stack>.yaml` of a project directory."""
+    project = read_project(project_dir)
+    path = stack_file(project_dir, stack)
+    raw = read_stack_file(path)
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    return parse_stack_config(raw, project=project["name"], stack=stack, source=str(shown))
+
+
+def config_from_pulumi() -> StackConfig:
+    """The stack config as the Pulumi engine hands it to the running program."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return parse_stack_config(
+        raw,
+        project=pulumi.get_project(),
+        stack=pulumi.get_stack(),
+        source=f"stack {pulumi.get_stack()}",
+    )

@@ -1,0 +1,181 @@
+"""Customer-managed KMS keys, one per purpose, each with a key policy that grants only what
+its consumers need.
+
+Every key: rotation on (yearly), a deletion window from config, an alias. The account root
+keeps `kms:*` (AWS's delegation to IAM; without it a key can become unmanageable); the key
+administrators named in config get administration but not use; AWS services that cannot be
+given IAM policies (CloudWatch Logs, CloudTrail, the Auto Scaling service-linked role that
+launches encrypted node volumes) get exactly the operations they perform, scoped by
+encryption context or caller where KMS supports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.context import Context, policy_document
+
+PURPOSES = ("cluster", "data", "ebs", "logs")
+
+KEY_ADMIN_ACTIONS = [
+    "kms:Create*",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:RotateKeyOnDemand",
+]
+KEY_USE_ACTIONS = [
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey*",
+    "kms:DescribeKey",
+]
+
+_DESCRIPTIONS = {
+    "cluster": "EKS secrets envelope encryption",
+    "data": "S3 data lake and FSx for Lustre",
+    "ebs": "EBS volumes of cluster nodes",
+    "logs": "CloudWatch Logs (control plane, flow logs) and CloudTrail",
+}
+
+
+@dataclass(frozen=True)
+class KeysArgs:
+    deletion_window_days: int
+    key_admin_arns: list[str]
+
+
+class Keys(pulumi.ComponentResource):
+    """The platform's KMS keys: `cluster`, `data`, `ebs`, `logs`."""
+
+    cluster: aws.kms.Key
+    data: aws.kms.Key
+    ebs: aws.kms.Key
+    logs: aws.kms.Key
+
+    def __init__(
+        self, name: str, args: KeysArgs, ctx: Context, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("llmcloud:security:Keys", name, None, opts)
+        self._ctx = ctx
+        self._args = args
+        for purpose in PURPOSES:
+            setattr(self, purpose, self._key(purpose))
+        self.register_outputs({f"{p}_key_arn": getattr(self, p).arn for p in PURPOSES})
+
+    def arns(self) -> dict[str, pulumi.Output[str]]:
+        return {p: getattr(self, p).arn for p in PURPOSES}
+
+    def _key(self, purpose: str) -> aws.kms.Key:
+        ctx = self._ctx
+        child = pulumi.ResourceOptions(parent=self)
+        key = aws.kms.Key(
+            f"{purpose}-key",
+            description=f"{ctx.prefix}: {_DESCRIPTIONS[purpose]}",
+            enable_key_rotation=True,
+            rotation_period_in_days=365,
+            deletion_window_in_days=self._args.deletion_window_days,
+            key_usage="ENCRYPT_DECRYPT",
+            customer_master_key_spec="SYMMETRIC_DEFAULT",
+            policy=policy_document(self._statements(purpose)),
+            tags={"Name": f"{ctx.prefix}-{purpose}", "llmcloud:key-purpose": purpose},
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{purpose}-alias",
+            name=f"alias/{ctx.prefix}-{purpose}",
+            target_key_id=key.key_id,
+            opts=child,
+        )
+        return key
+
+    def _statements(self, purpose: str) -> list[dict]:
+        ctx = self._ctx
+        root = ctx.arn("iam", "root", region=False)
+        statements: list[dict] = [
+            {
+                "Sid": "AccountRootDelegatesToIam",
+                "Effect": "Allow",
+                "Principal": {"AWS": root},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ]
+        if self._args.key_admin_arns:
+            statements.append(
+                {
+                    "Sid": "KeyAdministrators",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": list(self._args.key_admin_arns)},
+                    "Action": KEY_ADMIN_ACTIONS,
+                    "Resource": "*",
+                }
+            )
+        if purpose == "logs":
+            logs_arn = ctx.arn("logs", "log-group:*")
+            statements.append(
+                {
+                    "Sid": "CloudWatchLogsEncryptsItsLogGroups",
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"logs.{ctx.region}.amazonaws.com"},
+                    "Action": KEY_USE_ACTIONS,
+                    "Resource": "*",
+                    "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": logs_arn}},
+                }
+            )
+            trail_arn = pulumi.Output.all(ctx.partition, ctx.account_id).apply(
+                lambda pa: f"arn:{pa[0]}:cloudtrail:*:{pa[1]}:trail/*"
+            )
+            statements.append(
+                {
+                    "Sid": "CloudTrailEncryptsItsLogs",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
+                    "Action": ["kms:GenerateDataKey*", "kms:DescribeKey"],
+                    "Resource": "*",
+                    "Condition": {
+                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trail_arn},
+                        "StringEquals": {"aws:SourceAccount": ctx.account_id},
+                    },
+                }
+            )
+        if purpose == "ebs":
+            asg_role = ctx.arn(
+                "iam",
+                "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+                region=False,
+            )
+            statements.append(
+                {
+                    "Sid": "AutoScalingLaunchesEncryptedNodeVolumes",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": asg_role},
+                    "Action": KEY_USE_ACTIONS,
+                    "Resource": "*",
+                }
+            )
+            statements.append(
+                {
+                    "Sid": "AutoScalingAttachesPersistentVolumes",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": asg_role},
+                    "Action": "kms:CreateGrant",
+                    "Resource": "*",
+                    "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                }
+            )
+        return statements

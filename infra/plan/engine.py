@@ -1,0 +1,349 @@
+"""Evaluate a Pulumi Python program offline and record every resource it declares.
+
+The program is the real one (`__main__.py` of the project directory, the same file `pulumi
+up` runs). It runs in-process against the SDK's mock monitor in *update* mode (in preview
+mode, outputs a mock does not return stay unknown and `apply` callbacks never run), with the
+stack file's config loaded the way the Pulumi engine would hand it over. We record each
+registration's inputs ourselves (the mock monitor keeps only outputs), with its parent and
+provider, then check every input against the SDK's typed declarations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import runpy
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra.config import ConfigError, read_project, read_stack_file, stack_file
+from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
+from infra.plan.schema import UnknownProperty, check_inputs
+
+SECRET_PLACEHOLDER = "[secret]"
+_RUN_LOCK = threading.Lock()  # the Pulumi runtime is process-global: one plan at a time
+
+
+class PlanError(Exception):
+    """The program cannot be planned as written (bad config, a user error in the program, an
+    input the real provider would reject). The message is for the user; exit code 2."""
+
+
+@dataclass
+class Resource:
+    """One registration, as the engine (and CrossGuard) sees it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    provider: str | None = None
+    id: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    protect: bool = False
+    remote: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass
+class Plan:
+    """Everything one evaluation recorded."""
+
+    project: str
+    stack: str
+    project_dir: Path
+    stack_file: Path
+    resources: list[Resource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    warnings: list[str]
+    elapsed_s: float
+
+    def by_type(self, token: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == token]
+
+    def get(self, urn: str) -> Resource:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise KeyError(urn)
+
+    def children(self, urn: str | None) -> list[Resource]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def ancestors(self, resource: Resource) -> Iterator[Resource]:
+        index = {r.urn: r for r in self.resources}
+        parent = resource.parent
+        while parent and parent in index:
+            yield index[parent]
+            parent = index[parent].parent
+
+    def component_of(self, resource: Resource) -> Resource | None:
+        """The nearest enclosing component (non-custom resource other than the stack)."""
+        for ancestor in self.ancestors(resource):
+            if not ancestor.custom and ancestor.type != "pulumi:pulumi:Stack":
+                return ancestor
+        return None
+
+    @property
+    def stack_urn(self) -> str | None:
+        return next((r.urn for r in self.resources if r.type == "pulumi:pulumi:Stack"), None)
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, keeping what it discards: inputs, parent, provider, options."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[Resource] = []
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        inputs = (
+            {}
+            if request.type == "pulumi:pulumi:Stack"
+            else _plain(rpc.deserialize_properties(request.object))
+        )
+        provider = request.provider.rsplit("::", 1)[0] if request.provider else None
+        registration = self.resources.get(response.urn)
+        record = Resource(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            parent=request.parent or None,
+            custom=bool(request.custom),
+            inputs=inputs,
+            provider=provider,
+            id=registration.id if registration else None,
+            outputs=_plain(registration.state) if registration else {},
+            dependencies=list(request.dependencies),
+            protect=bool(request.protect),
+            remote=bool(request.remote),
+        )
+        with self._lock:
+            self.recorded.append(record)
+        return response
+
+    def ReadResource(self, request):
+        response = super().ReadResource(request)
+        with self._lock:
+            self.recorded.append(
+                Resource(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent or None,
+                    custom=True,
+                    inputs=_plain(rpc.deserialize_properties(request.properties)),
+                    provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
+                    id=request.id,
+                )
+            )
+        return response
+
+
+def _plain(value: Any) -> Any:
+    """Recorded values as plain JSON data: secrets masked, resource references as URNs."""
+    if rpc.is_rpc_secret(value):
+        return SECRET_PLACEHOLDER
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.Resource):
+        return f"<resource {type(value).__name__}>"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class _LogCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        (self.errors if record.levelno >= logging.ERROR else self.warnings).append(message)
+
+
+def engine_config(raw: dict[str, Any], project: str) -> tuple[dict[str, str], list[str]]:
+    """The stack file's config as the Pulumi engine hands it to a program: every key
+    namespaced, objects as JSON strings, secrets (which only the CLI can decrypt) as a
+    placeholder and listed as secret keys."""
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in raw.items():
+        full = key if ":" in key else f"{project}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full] = SECRET_PLACEHOLDER
+            secret_keys.append(full)
+        elif isinstance(value, dict | list):
+            config[full] = json.dumps(value)
+        elif isinstance(value, bool):
+            config[full] = "true" if value else "false"
+        else:
+            config[full] = str(value)
+    return config, secret_keys
+
+
+@contextmanager
+def _program_environment(project_dir: Path) -> Iterator[None]:
+    """cwd and sys.path as the Python language host sets them; PULUMI_CONFIG cleared so a
+    stray environment cannot leak config into the plan."""
+    old_cwd, old_path = os.getcwd(), list(sys.path)
+    saved_env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PULUMI_CONFIG")}
+    os.chdir(project_dir)
+    sys.path.insert(0, str(project_dir))
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+        os.environ.update(saved_env)
+
+
+def evaluate(
+    project_dir: Path | str,
+    stack: str,
+    *,
+    config_overrides: dict[str, Any] | None = None,
+    check_schema: bool = True,
+) -> Plan:
+    """Run the project's program for `stack` under mocks and return what it declared.
+
+    Raises PlanError for anything the user must fix (bad config, a RunError or logged error
+    in the program, an input property the provider does not have).
+    """
+    project_dir = Path(project_dir).resolve()
+    try:
+        project = read_project(project_dir)
+        path = stack_file(project_dir, stack)
+        raw = read_stack_file(path)
+    except ConfigError as e:
+        raise PlanError(str(e)) from None
+    runtime = project.get("runtime")
+    runtime_name = runtime.get("name") if isinstance(runtime, dict) else runtime
+    if runtime_name != "python":
+        raise PlanError(
+            f"{project_dir / 'Pulumi.yaml'}: runtime is {runtime_name!r}; llmcloud plan runs Python programs"
+        )
+    main = project.get("main") or "__main__.py"
+    program = project_dir / main
+    if program.is_dir():
+        program = program / "__main__.py"
+    if not program.is_file():
+        raise PlanError(f"{program}: no program to run (Pulumi.yaml's main, or __main__.py)")
+    raw = {**raw, **(config_overrides or {})}
+    region = str(raw.get("aws:region", "us-east-1"))
+    config, secret_keys = engine_config(raw, project["name"])
+
+    with _RUN_LOCK:
+        started = time.perf_counter()
+        mocks = PlanMocks(
+            region=region, account_id=MOCK_ACCOUNT_ID, salt=f"{project['name']}/{stack}"
+        )
+        monitor = _RecordingMonitor(mocks)
+        collector = _LogCollector()
+        logger = logging.getLogger(f"llmcloud.plan.{project['name']}.{stack}")
+        logger.propagate = False
+        logger.handlers[:] = [collector]
+        logger.setLevel(logging.WARNING)
+
+        settings.set_root_resource(None)  # type: ignore[arg-type]
+        set_all_config(config, secret_keys)
+        pulumi.runtime.set_mocks(
+            mocks,
+            project=project["name"],
+            stack=stack,
+            preview=False,
+            logger=logger,
+            monitor=monitor,
+        )
+        exports: dict[str, Any] = {}
+        secret_exports: set[str] = set()
+
+        async def program_and_exports() -> None:
+            runpy.run_path(str(program), run_name="__main__")
+            root = settings.get_root_resource()
+            for name, value in dict(getattr(root, "outputs", {})).items():
+                output = pulumi.Output.from_input(value)
+                exports[name] = await output.future()
+                if await output.is_secret():
+                    secret_exports.add(name)
+
+        with _program_environment(project_dir):
+            try:
+                _sync_await(run_pulumi_func(program_and_exports))
+            except (ConfigError, pulumi.RunError) as e:
+                raise PlanError(str(e)) from None
+            finally:
+                settings.set_root_resource(None)  # type: ignore[arg-type]
+                set_all_config({}, [])
+        elapsed = time.perf_counter() - started
+
+    if collector.errors:
+        raise PlanError(
+            "the program logged errors:\n" + "\n".join(f"  - {m}" for m in collector.errors)
+        )
+
+    resources = sorted(monitor.recorded, key=lambda r: r.urn)
+    remote = [r for r in resources if r.remote]
+    if remote:
+        raise PlanError(
+            "remote components register no children offline (and hide them from policies): "
+            + ", ".join(f"{r.type} {r.name!r}" for r in remote)
+            + "; build them from pulumi-aws / pulumi-kubernetes resources"
+        )
+    if check_schema:
+        problems: list[UnknownProperty] = []
+        for r in resources:
+            if r.custom:
+                problems.extend(check_inputs(r.urn, r.type, r.inputs))
+        if problems:
+            raise PlanError(
+                "inputs the provider would reject:\n"
+                + "\n".join(f"  - {p.message()}" for p in problems)
+            )
+    outputs = {
+        k: (SECRET_PLACEHOLDER if k in secret_exports else _plain(v))
+        for k, v in sorted(exports.items())
+    }
+    return Plan(
+        project=project["name"],
+        stack=stack,
+        project_dir=project_dir,
+        stack_file=path,
+        resources=resources,
+        outputs=outputs,
+        secret_outputs=secret_exports,
+        warnings=collector.warnings,
+        elapsed_s=elapsed,
+    )

@@ -1,0 +1,332 @@
+"""Render a plan report for people (a rich tree), for machines (JSON, SARIF) and for pull
+requests (Markdown with a Mermaid graph of the components, which GitHub renders)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from infra.catalog import load_catalog
+from infra.plan.engine import Plan, Resource
+from infra.plan.results import HOURS_PER_MONTH
+from infra.plan.run import PlanReport
+
+FORMATS = ("table", "json", "markdown", "sarif")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def short_type(token: str) -> str:
+    """`aws:ec2/subnet:Subnet` -> `aws:ec2:Subnet`; components keep their token."""
+    parts = token.split(":")
+    if len(parts) == 3 and "/" in parts[1]:
+        return f"{parts[0]}:{parts[1].split('/')[0]}:{parts[2]}"
+    return token
+
+
+def components(plan: Plan) -> list[Resource]:
+    return [r for r in plan.resources if not r.custom and r.type != "pulumi:pulumi:Stack"]
+
+
+def descendants(plan: Plan, urn: str) -> list[Resource]:
+    out, frontier = [], [urn]
+    while frontier:
+        parent = frontier.pop()
+        for child in plan.children(parent):
+            out.append(child)
+            frontier.append(child.urn)
+    return out
+
+
+def gpu_totals(plan: Plan) -> dict[str, dict[str, int]]:
+    """GPUs per GPU kind of every EKS node group at min and max scale."""
+    catalog = load_catalog()
+    totals: dict[str, dict[str, int]] = {}
+    for group in plan.by_type("aws:eks/nodeGroup:NodeGroup"):
+        types = group.inputs.get("instanceTypes") or []
+        scaling = group.inputs.get("scalingConfig") or {}
+        for itype in types[:1]:
+            inst = catalog.instance_types.get(itype)
+            if inst is None or not inst.gpu:
+                continue
+            entry = totals.setdefault(inst.gpu, {"min": 0, "max": 0})
+            entry["min"] += inst.gpu_count * int(scaling.get("minSize") or 0)
+            entry["max"] += inst.gpu_count * int(scaling.get("maxSize") or 0)
+    return totals
+
+
+# ----------------------------------------------------------------------------- json
+
+
+def render_json(report: PlanReport) -> str:
+    return json.dumps(report.to_json(), indent=2, sort_keys=False, default=str) + "\n"
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def render_table(report: PlanReport, console: Console) -> None:
+    plan = report.plan
+    region = report.config.region if report.config else "-"
+    title = Text.assemble(
+        ("llmcloud plan ", "bold"),
+        (f"{plan.project} / {plan.stack}", "bold cyan"),
+        f"  region {region}  ·  {sum(r.custom for r in plan.resources)} resources "
+        f"in {len(components(plan))} components  ·  {plan.elapsed_s:.1f}s",
+    )
+    tree = Tree(title)
+    stack_urn = plan.stack_urn
+    _add_children(plan, tree, stack_urn)
+    console.print(tree)
+    totals = gpu_totals(plan)
+    if totals:
+        console.print(
+            "GPUs: "
+            + ", ".join(f"{gpu} {t['min']}–{t['max']}" for gpu, t in sorted(totals.items()))
+            + "  (node groups at min–max)"
+        )
+    console.print(_violations_table(report))
+    console.print(_cost_table(report))
+    if plan.warnings:
+        for w in plan.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+    if plan.outputs:
+        out = Table(title="Outputs", show_header=True, header_style="bold")
+        out.add_column("name")
+        out.add_column("value", overflow="fold")
+        for k, v in plan.outputs.items():
+            out.add_row(k, v if isinstance(v, str) else json.dumps(v))
+        console.print(out)
+    verdict = (
+        "[red bold]FAILED[/]: mandatory policy violations"
+        if report.exit_code
+        else "[green bold]OK[/]: no mandatory policy violations"
+    )
+    console.print(verdict)
+
+
+def _add_children(plan: Plan, node: Tree, parent: str | None) -> None:
+    children = plan.children(parent)
+    comps = [c for c in children if not c.custom]
+    customs = [c for c in children if c.custom and not c.type.startswith("pulumi:providers:")]
+    providers = [c for c in children if c.type.startswith("pulumi:providers:")]
+    for p in providers:
+        node.add(Text(f"provider {p.type.rsplit(':', 1)[1]} ({p.name})", style="dim"))
+    for comp in sorted(comps, key=lambda c: c.urn):
+        count = sum(r.custom for r in descendants(plan, comp.urn))
+        branch = node.add(
+            Text.assemble(
+                (comp.type, "bold magenta"), f" {comp.name}  ", (f"{count} resources", "dim")
+            )
+        )
+        _add_children(plan, branch, comp.urn)
+    for token, n in sorted(Counter(c.type for c in customs).items()):
+        names = sorted(c.name for c in customs if c.type == token)
+        shown = ", ".join(names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
+        node.add(Text.assemble((f"{short_type(token)}", "green"), f" ×{n}  ", (shown, "dim")))
+
+
+def _violations_table(report: PlanReport) -> Any:
+    if not report.violations:
+        return Text("Policies: no violations", style="green")
+    table = Table(title="Policy findings", header_style="bold", show_lines=False)
+    for col in ("policy", "enforcement", "resource", "message"):
+        table.add_column(col, overflow="fold")
+    for v in sorted(report.violations, key=lambda v: (not v.blocking, v.policy, v.urn or "")):
+        style = "red" if v.blocking else ("dim" if v.waived else "yellow")
+        enforcement = f"{v.enforcement} (waived)" if v.waived else v.enforcement
+        table.add_row(v.policy, enforcement, _urn_name(v.urn), v.message, style=style)
+    return table
+
+
+def _cost_table(report: PlanReport) -> Any:
+    cost = report.cost
+    if not cost.items:
+        return Text("Cost: nothing priced", style="dim")
+    table = Table(title=f"Cost estimate ({cost.currency})", header_style="bold")
+    table.add_column("resource", overflow="fold")
+    table.add_column("pricing")
+    table.add_column("$/h idle", justify="right")
+    table.add_column("$/h max", justify="right")
+    for item in sorted(cost.items, key=lambda i: -i.hourly_max):
+        table.add_row(
+            f"{item.name} [dim]{item.description}[/]",
+            item.pricing,
+            f"{item.hourly_idle:,.2f}",
+            f"{item.hourly_max:,.2f}",
+        )
+    table.add_row(
+        "[bold]total per hour[/]",
+        "",
+        f"[bold]{cost.hourly_idle:,.2f}",
+        f"[bold]{cost.hourly_max:,.2f}",
+    )
+    table.add_row(
+        f"[bold]total per month[/] ({HOURS_PER_MONTH:.0f} h)",
+        "",
+        f"[bold]{cost.hourly_idle * HOURS_PER_MONTH:,.0f}",
+        f"[bold]{cost.hourly_max * HOURS_PER_MONTH:,.0f}",
+    )
+    return Group(table, *(Text(n, style="dim") for n in cost.notes))
+
+
+def _urn_name(urn: str | None) -> str:
+    if not urn:
+        return "(stack)"
+    return urn.rsplit("::", 1)[-1]
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _mermaid_id(urn: str) -> str:
+    return "n" + str(abs(hash(urn)) % 10**10)
+
+
+def render_markdown(report: PlanReport) -> str:
+    plan = report.plan
+    lines = [f"## llmcloud plan: `{plan.project}` / `{plan.stack}`", ""]
+    blocking = [v for v in report.violations if v.blocking]
+    status = "❌ mandatory policy violations" if blocking else "✅ no mandatory policy violations"
+    cost = report.cost
+    lines.append(
+        f"**{status}** · {sum(r.custom for r in plan.resources)} resources in "
+        f"{len(components(plan))} components · cost ${cost.hourly_idle:,.2f}/h idle, "
+        f"${cost.hourly_max:,.2f}/h at max (${cost.hourly_idle * HOURS_PER_MONTH:,.0f}–"
+        f"${cost.hourly_max * HOURS_PER_MONTH:,.0f}/month)"
+    )
+    lines += ["", "```mermaid", "graph TD"]
+    ids: dict[str, str] = {}
+    for i, comp in enumerate(sorted(components(plan), key=lambda c: c.urn)):
+        ids[comp.urn] = f"c{i}"
+    for comp in sorted(components(plan), key=lambda c: c.urn):
+        count = sum(r.custom for r in descendants(plan, comp.urn))
+        label = f"{comp.type.rsplit(':', 1)[-1]}<br/>{comp.name}<br/>{count} resources"
+        lines.append(f'  {ids[comp.urn]}["{label}"]')
+    for comp in sorted(components(plan), key=lambda c: c.urn):
+        parent = comp.parent
+        if parent in ids:
+            lines.append(f"  {ids[parent]} --> {ids[comp.urn]}")
+    lines += ["```", ""]
+    totals = gpu_totals(plan)
+    if totals:
+        lines.append(
+            "**GPUs** (min–max): "
+            + ", ".join(f"{g} {t['min']}–{t['max']}" for g, t in sorted(totals.items()))
+        )
+        lines.append("")
+    lines += ["### Policy findings", ""]
+    if report.violations:
+        lines += ["| policy | enforcement | resource | message |", "|---|---|---|---|"]
+        for v in sorted(report.violations, key=lambda v: (not v.blocking, v.policy)):
+            enforcement = (
+                f"{v.enforcement} (waived: {v.waiver_reason})" if v.waived else v.enforcement
+            )
+            mark = "❌ " if v.blocking else ""
+            lines.append(
+                f"| {mark}`{v.policy}` | {enforcement} | `{_urn_name(v.urn)}` | {_md(v.message)} |"
+            )
+    else:
+        lines.append("No findings.")
+    lines += ["", "### Cost estimate", ""]
+    if cost.items:
+        lines += ["| resource | pricing | $/h idle | $/h max |", "|---|---|--:|--:|"]
+        for item in sorted(cost.items, key=lambda i: -i.hourly_max):
+            lines.append(
+                f"| `{item.name}` {_md(item.description)} | {item.pricing} | {item.hourly_idle:,.2f} | {item.hourly_max:,.2f} |"
+            )
+        lines.append(
+            f"| **total / hour** | | **{cost.hourly_idle:,.2f}** | **{cost.hourly_max:,.2f}** |"
+        )
+        lines += [""] + [f"_{n}_" for n in cost.notes]
+    else:
+        lines.append("Nothing priced.")
+    lines += ["", "<details><summary>Resources by type</summary>", ""]
+    lines += ["| type | count |", "|---|--:|"]
+    for token, n in sorted(Counter(r.type for r in plan.resources if r.custom).items()):
+        lines.append(f"| `{token}` | {n} |")
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ----------------------------------------------------------------------------- sarif
+
+
+def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> str:
+    """SARIF 2.1.0 for GitHub code scanning: one result per unwaived finding, located in the
+    stack file (the place a user changes to fix or waive it)."""
+    plan = report.plan
+    try:
+        location = str(plan.stack_file.relative_to(plan.project_dir))
+    except ValueError:
+        location = str(plan.stack_file)
+    rule_index = {r["id"]: r for r in rules}
+    used = sorted({v.policy for v in report.violations})
+    sarif_rules = []
+    for rule_id in used:
+        meta = rule_index.get(rule_id, {})
+        sarif_rules.append(
+            {
+                "id": rule_id,
+                "name": meta.get("name", rule_id),
+                "shortDescription": {"text": meta.get("description", rule_id)},
+                "help": {"text": meta.get("remediation", "")},
+                "properties": {
+                    "tags": list(meta.get("frameworks", [])),
+                    "security-severity": meta.get("security_severity", "5.0"),
+                },
+            }
+        )
+    levels = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
+    results = []
+    for v in report.violations:
+        level = levels.get(v.severity, "warning") if v.enforcement == "mandatory" else "note"
+        result: dict[str, Any] = {
+            "ruleId": v.policy,
+            "ruleIndex": used.index(v.policy),
+            "level": level,
+            "message": {"text": f"{_urn_name(v.urn)}: {v.message}"},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": location},
+                        "region": {"startLine": 1},
+                    },
+                    "logicalLocations": [
+                        {"fullyQualifiedName": v.urn or plan.stack, "kind": "resource"}
+                    ],
+                }
+            ],
+            "partialFingerprints": {"llmcloudFinding": f"{v.policy}:{v.urn}"},
+        }
+        if v.waived:
+            result["suppressions"] = [{"kind": "external", "justification": v.waiver_reason or ""}]
+        results.append(result)
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "llmcloud",
+                        "informationUri": "https://github.com/llmcloud/llmcloud",
+                        "rules": sarif_rules,
+                    }
+                },
+                "automationDetails": {"id": f"llmcloud-plan/{plan.stack}/"},
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(doc, indent=2) + "\n"

@@ -1,0 +1,183 @@
+"""The SDKs' own type declarations, used to check what the plan recorded.
+
+Under mocks, a misspelled key inside a nested input (`vpc_config={"endpoint_public_acess":
+False}`) reaches the engine untranslated and nobody complains; the real provider would reject
+it at preview. Every pulumi-aws / pulumi-kubernetes resource class ships typed `*Args`
+declarations; this module maps a type token to them and walks recorded inputs against them.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import importlib
+import json
+import re
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pulumi import _types as pulumi_types
+
+_PACKAGES = {"aws": "pulumi_aws", "kubernetes": "pulumi_kubernetes", "random": "pulumi_random"}
+
+
+@dataclass(frozen=True)
+class UnknownProperty:
+    urn: str
+    type: str
+    path: str
+    suggestion: str | None
+
+    def message(self) -> str:
+        hint = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
+        return f"{self.urn}: unknown input property {self.path!r} of {self.type}{hint}"
+
+
+@cache
+def _token_index(package: str) -> dict[str, tuple[str, str]]:
+    """type token -> (python module, class name), from the package's own registration data."""
+    module_name = _PACKAGES.get(package)
+    if module_name is None:
+        return {}
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return {}
+    source = open(module.__file__).read()  # noqa: SIM115 - read once, cached
+    match = re.search(r'resource_modules="""(.*?)"""', source, re.S)
+    index: dict[str, tuple[str, str]] = {}
+    if match:
+        for entry in json.loads(match.group(1)):
+            for token, cls in entry["classes"].items():
+                index[token] = (entry["fqn"], cls)
+    match = re.search(r'resource_packages="""(.*?)"""', source, re.S)
+    if match:
+        for entry in json.loads(match.group(1)):
+            token = entry.get("token")
+            if token:
+                index[token] = (entry["fqn"], entry["class"])
+    return index
+
+
+@cache
+def resource_class(token: str) -> type | None:
+    """The Python resource class for a type token, or None for unknown packages."""
+    if token.startswith("pulumi:providers:"):
+        package = token.rsplit(":", 1)[1]
+        module_name = _PACKAGES.get(package)
+        if module_name is None:
+            return None
+        return getattr(importlib.import_module(module_name), "Provider", None)
+    found = _token_index(token.split(":", 1)[0]).get(token)
+    if found is None:
+        return None
+    return getattr(importlib.import_module(found[0]), found[1], None)
+
+
+@cache
+def args_class(token: str) -> type | None:
+    cls = resource_class(token)
+    if cls is None:
+        return None
+    module = (
+        importlib.import_module(cls.__module__.rsplit(".", 1)[0]) if "." in cls.__module__ else None
+    )
+    for candidate in (f"{cls.__name__}InitArgs", f"{cls.__name__}Args"):
+        for mod in (module, importlib.import_module(cls.__module__)):
+            found = getattr(mod, candidate, None) if mod else None
+            if found is not None and pulumi_types.is_input_type(found):
+                return found
+    return None
+
+
+@cache
+def resource_output_names(token: str) -> frozenset[str]:
+    """camelCase names of a resource's output properties (empty if the class is unknown)."""
+    cls = resource_class(token)
+    if cls is None:
+        return frozenset()
+    try:
+        return frozenset(pulumi_types.resource_types(cls))
+    except Exception:
+        return frozenset()
+
+
+@cache
+def _input_fields(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
+    """(camelCase name -> declared type, snake_case name -> camelCase name) of an input type."""
+    return pulumi_types.input_type_types(cls), pulumi_types.input_type_py_to_pulumi_names(cls)
+
+
+def _candidates(typ: Any) -> list[Any]:
+    """Strip Input/Optional/Union/Awaitable/Output down to the concrete types a value may be."""
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:
+        out: list[Any] = []
+        for arg in typing.get_args(typ):
+            out.extend(_candidates(arg))
+        return out
+    if origin is collections.abc.Awaitable or (
+        isinstance(origin, type) and origin.__name__ == "Output"
+    ):
+        return []
+    if typ is type(None):
+        return []
+    return [typ]
+
+
+def check_inputs(urn: str, token: str, inputs: dict[str, Any]) -> list[UnknownProperty]:
+    """Every input key the SDK does not declare for this resource type, with a suggestion."""
+    if token.startswith("pulumi:providers:"):
+        return []
+    cls = args_class(token)
+    if cls is None:
+        return []
+    problems: list[UnknownProperty] = []
+    _walk_object(urn, token, inputs, cls, "", problems)
+    return problems
+
+
+def _walk_object(urn: str, token: str, value: dict, cls: type, path: str, out: list) -> None:
+    types, py_names = _input_fields(cls)
+    for key, item in value.items():
+        here = f"{path}.{key}" if path else key
+        if key not in types:
+            if key.startswith("__") or (
+                token.startswith("kubernetes:") and key in ("apiVersion", "kind")
+            ):
+                continue
+            names = list(types) + list(py_names)
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+            suggestion = py_names.get(close[0], close[0]) if close else None
+            if key in py_names:
+                suggestion = py_names[key]
+            out.append(UnknownProperty(urn, token, here, suggestion))
+            continue
+        _walk_value(urn, token, item, types[key], here, out)
+
+
+def _walk_value(urn: str, token: str, value: Any, typ: Any, path: str, out: list) -> None:
+    if value is None:
+        return
+    for candidate in _candidates(typ):
+        origin = typing.get_origin(candidate)
+        if isinstance(candidate, type) and pulumi_types.is_input_type(candidate):
+            if isinstance(value, dict):
+                _walk_object(urn, token, value, candidate, path, out)
+                return
+        elif origin in (collections.abc.Sequence, list) and isinstance(value, list):
+            (inner,) = typing.get_args(candidate) or (Any,)
+            for i, item in enumerate(value):
+                _walk_value(urn, token, item, inner, f"{path}[{i}]", out)
+            return
+        elif origin in (collections.abc.Mapping, dict) and isinstance(value, dict):
+            args = typing.get_args(candidate)
+            inner = args[1] if len(args) == 2 else Any
+            if any(
+                isinstance(c, type) and pulumi_types.is_input_type(c) for c in _candidates(inner)
+            ):
+                for k, item in value.items():
+                    _walk_value(urn, token, item, inner, f"{path}.{k}", out)
+            return
