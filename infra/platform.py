@@ -12,6 +12,7 @@ import pulumi
 
 from infra.config import StackConfig
 from infra.context import Context, make_context
+from infra.iam import ClusterRoles, ClusterRolesArgs
 from infra.kms import Keys, KeysArgs
 from infra.network import Network, NetworkArgs
 
@@ -25,7 +26,13 @@ class Platform:
         self.ctx: Context = make_context(config)
         ctx = self.ctx
         self.cluster_name = f"{ctx.prefix}-eks"
+        self._outputs: dict[str, Any] = {
+            "region": config.region,
+            "environment": config.environment,
+            "cluster_name": self.cluster_name,
+        }
 
+        # --- keys and network (foundation) ---------------------------------------------
         self.keys = Keys(
             "keys",
             KeysArgs(
@@ -45,17 +52,35 @@ class Platform:
             ctx,
             ctx.opts(),
         )
+        self._outputs.update(
+            vpc_id=self.network.vpc_id,
+            private_subnet_ids=self.network.private_subnet_ids,
+            kms_key_arns=self.keys.arns(),
+        )
+
+        # --- security: IAM roles (issue 3) ---------------------------------------------
+        self.roles = ClusterRoles(
+            "cluster-roles",
+            ClusterRolesArgs(cluster_name=self.cluster_name, cluster_key_arn=self.keys.cluster.arn),
+            ctx,
+            ctx.opts(),
+        )
+
+        # --- storage: S3 data lake (issue 5) -------------------------------------------
+
+        # --- cluster and node groups (issue 4) -----------------------------------------
+
+        # --- security on the cluster: access entries, namespaces, audit (issue 3) -------
+
+        # --- storage on the cluster: FSx for Lustre, PV/PVC (issue 5) ------------------
+
+        # --- workloads: training (issue 6) ---------------------------------------------
+
+        # --- workloads: serving (issue 7) ----------------------------------------------
 
     def outputs(self) -> dict[str, Any]:
         """Stack outputs: what operators and the next tools need."""
-        return {
-            "region": self.config.region,
-            "environment": self.config.environment,
-            "cluster_name": self.cluster_name,
-            "vpc_id": self.network.vpc_id,
-            "private_subnet_ids": self.network.private_subnet_ids,
-            "kms_key_arns": self.keys.arns(),
-        }
+        return dict(self._outputs)
 
 
 def export_all(platform: Platform) -> None:

@@ -1,0 +1,259 @@
+"""IAM roles: the EKS cluster role, the node role, and `PodRole`, the only way a workload
+gets AWS permissions.
+
+A pod role trusts exactly one Kubernetes service account of one cluster: through EKS Pod
+Identity by default (the trust names the pods.eks.amazonaws.com service and pins the
+namespace, service account and cluster in session-tag conditions), or through the cluster's
+OIDC provider (IRSA) as an option. Its permissions are an inline policy of statements with
+exact ARNs, written by the component that needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.context import Context, policy_document
+
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+
+# Nodes get only what the kubelet and image pulls need; the VPC CNI's permissions sit on
+# the aws-node pod role, not on every node.
+NODE_MANAGED_POLICIES = (
+    "AmazonEKSWorkerNodeMinimalPolicy",
+    "AmazonEC2ContainerRegistryPullOnly",
+)
+CLUSTER_MANAGED_POLICIES = ("AmazonEKSClusterPolicy",)
+
+
+def managed_policy_arn(ctx: Context, name: str) -> pulumi.Output[str]:
+    """ARN of an AWS managed policy; `name` may carry its path (`service-role/X`)."""
+    return ctx.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/{name}")
+
+
+def service_trust(service: str, ctx: Context, *, tag_session: bool = False) -> pulumi.Output[str]:
+    """Trust one AWS service principal, from this account only."""
+    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
+    return policy_document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": actions,
+                "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id}},
+            }
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ClusterRolesArgs:
+    cluster_name: str
+    cluster_key_arn: pulumi.Input[str]
+
+
+class ClusterRoles(pulumi.ComponentResource):
+    """The EKS control plane's role and the managed node groups' role."""
+
+    cluster_role: aws.iam.Role
+    node_role: aws.iam.Role
+
+    def __init__(
+        self,
+        name: str,
+        args: ClusterRolesArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("llmcloud:security:ClusterRoles", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # EKS's trust policy for the cluster role takes no SourceAccount condition: the
+        # service assumes it before the cluster exists.
+        self.cluster_role = aws.iam.Role(
+            "cluster-role",
+            description=f"EKS control plane of {args.cluster_name}",
+            assume_role_policy=policy_document(
+                [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "eks.amazonaws.com"},
+                        "Action": ["sts:AssumeRole", "sts:TagSession"],
+                    }
+                ]
+            ),
+            opts=child,
+        )
+        for policy in CLUSTER_MANAGED_POLICIES:
+            aws.iam.RolePolicyAttachment(
+                f"cluster-{policy}",
+                role=self.cluster_role.name,
+                policy_arn=managed_policy_arn(ctx, policy),
+                opts=child,
+            )
+        aws.iam.RolePolicy(
+            "cluster-secrets-key",
+            role=self.cluster_role.name,
+            policy=policy_document(
+                [
+                    {
+                        "Sid": "EnvelopeEncryptSecrets",
+                        "Effect": "Allow",
+                        "Action": [
+                            "kms:Encrypt",
+                            "kms:Decrypt",
+                            "kms:ListGrants",
+                            "kms:DescribeKey",
+                        ],
+                        "Resource": args.cluster_key_arn,
+                    }
+                ]
+            ),
+            opts=child,
+        )
+        self.node_role = aws.iam.Role(
+            "node-role",
+            description=f"Managed node groups of {args.cluster_name}",
+            assume_role_policy=service_trust("ec2.amazonaws.com", ctx),
+            opts=child,
+        )
+        for policy in NODE_MANAGED_POLICIES:
+            aws.iam.RolePolicyAttachment(
+                f"node-{policy}",
+                role=self.node_role.name,
+                policy_arn=managed_policy_arn(ctx, policy),
+                opts=child,
+            )
+        self.register_outputs(
+            {"cluster_role_arn": self.cluster_role.arn, "node_role_arn": self.node_role.arn}
+        )
+
+
+@dataclass(frozen=True)
+class PodRoleArgs:
+    """Who may assume the role (one service account of one cluster) and what it may do."""
+
+    cluster_name: pulumi.Input[str]
+    namespace: str
+    service_account: str
+    statements: Sequence[dict[str, Any]] = ()
+    # AWS managed policies (name, or path/name), only where AWS ships exactly the right one
+    managed_policies: Sequence[str] = ()
+    mode: Literal["pod_identity", "irsa"] = "pod_identity"
+    oidc_provider_arn: pulumi.Input[str] | None = None
+    oidc_issuer: pulumi.Input[str] | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class PodRole(pulumi.ComponentResource):
+    """An IAM role for one Kubernetes service account, with its inline policy and (Pod
+    Identity) its association. With IRSA, annotate the service account with
+    `service_account_annotations`."""
+
+    role: aws.iam.Role
+    role_arn: pulumi.Output[str]
+    namespace: str
+    service_account: str
+    service_account_annotations: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self,
+        name: str,
+        args: PodRoleArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("llmcloud:security:PodRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = args.namespace
+        self.service_account = args.service_account
+        if args.mode == "irsa" and (args.oidc_provider_arn is None or args.oidc_issuer is None):
+            raise ValueError("PodRole in irsa mode needs oidc_provider_arn and oidc_issuer")
+        self.role = aws.iam.Role(
+            "role",
+            description=args.description or f"Pod role of {args.namespace}/{args.service_account}",
+            assume_role_policy=self._trust(args, ctx),
+            max_session_duration=3600,
+            tags={
+                "llmcloud:namespace": args.namespace,
+                "llmcloud:service-account": args.service_account,
+                **args.tags,
+            },
+            opts=child,
+        )
+        self.role_arn = self.role.arn
+        if args.statements:
+            aws.iam.RolePolicy(
+                "policy",
+                role=self.role.name,
+                policy=policy_document(list(args.statements)),
+                opts=child,
+            )
+        for policy in args.managed_policies:
+            aws.iam.RolePolicyAttachment(
+                policy.rsplit("/", 1)[-1],
+                role=self.role.name,
+                policy_arn=managed_policy_arn(ctx, policy),
+                opts=child,
+            )
+        self.service_account_annotations: dict[str, pulumi.Output[str]] = {}
+        if args.mode == "pod_identity":
+            aws.eks.PodIdentityAssociation(
+                "association",
+                cluster_name=args.cluster_name,
+                namespace=args.namespace,
+                service_account=args.service_account,
+                role_arn=self.role.arn,
+                opts=child,
+            )
+        else:
+            self.service_account_annotations = {"eks.amazonaws.com/role-arn": self.role.arn}
+        self.register_outputs({"role_arn": self.role.arn})
+
+    @staticmethod
+    def _trust(args: PodRoleArgs, ctx: Context) -> pulumi.Output[str]:
+        if args.mode == "pod_identity":
+            return policy_document(
+                [
+                    {
+                        "Sid": "EksPodIdentity",
+                        "Effect": "Allow",
+                        "Principal": {"Service": POD_IDENTITY_SERVICE},
+                        "Action": ["sts:AssumeRole", "sts:TagSession"],
+                        "Condition": {
+                            "StringEquals": {
+                                "aws:SourceAccount": ctx.account_id,
+                                "aws:RequestTag/eks-cluster-name": args.cluster_name,
+                                "aws:RequestTag/kubernetes-namespace": args.namespace,
+                                "aws:RequestTag/kubernetes-service-account": args.service_account,
+                            }
+                        },
+                    }
+                ]
+            )
+        issuer_host = pulumi.Output.from_input(args.oidc_issuer).apply(
+            lambda url: str(url).removeprefix("https://")
+        )
+        condition = issuer_host.apply(
+            lambda host: {
+                "StringEquals": {
+                    f"{host}:sub": f"system:serviceaccount:{args.namespace}:{args.service_account}",
+                    f"{host}:aud": "sts.amazonaws.com",
+                }
+            }
+        )
+        return policy_document(
+            [
+                {
+                    "Sid": "EksIrsa",
+                    "Effect": "Allow",
+                    "Principal": {"Federated": args.oidc_provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": condition,
+                }
+            ]
+        )

@@ -1,0 +1,90 @@
+"""Shared fixtures: each stack is planned once per test session and tests assert on what
+the plan recorded; small throwaway Pulumi programs are planned through the same engine."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.plan.engine import Plan, Resource, evaluate
+from infra.plan.run import PlanReport, run_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ("dev", "staging", "prod")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def stack_report() -> Callable[[str], PlanReport]:
+    """`stack_report("prod")`: the full plan report (resources, violations, cost) of one of
+    our stacks, computed once per session."""
+    cache: dict[str, PlanReport] = {}
+
+    def get(stack: str) -> PlanReport:
+        if stack not in cache:
+            cache[stack] = run_plan(ROOT, stack)
+        return cache[stack]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def dev_plan(stack_report) -> Plan:
+    return stack_report("dev").plan
+
+
+@pytest.fixture(scope="session")
+def staging_plan(stack_report) -> Plan:
+    return stack_report("staging").plan
+
+
+@pytest.fixture(scope="session")
+def prod_plan(stack_report) -> Plan:
+    return stack_report("prod").plan
+
+
+def write_project(
+    directory: Path,
+    program: str,
+    config: dict[str, Any] | None = None,
+    *,
+    name: str = "demo",
+    stack: str = "dev",
+) -> Path:
+    """Write a small Pulumi Python project (Pulumi.yaml, __main__.py, stack file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Pulumi.yaml").write_text(
+        yaml.safe_dump({"name": name, "runtime": "python", "stackConfigDir": "stacks"})
+    )
+    (directory / "__main__.py").write_text(textwrap.dedent(program))
+    (directory / "stacks").mkdir(exist_ok=True)
+    stack_config = {"aws:region": "us-east-1", **(config or {})}
+    (directory / "stacks" / f"Pulumi.{stack}.yaml").write_text(
+        yaml.safe_dump({"config": stack_config})
+    )
+    return directory
+
+
+@pytest.fixture
+def plan_program(tmp_path) -> Callable[..., Plan]:
+    """`plan_program(program_source, config={...})`: plan a throwaway project."""
+
+    def run(program: str, config: dict[str, Any] | None = None, **kwargs: Any) -> Plan:
+        project = write_project(tmp_path / "project", program, config, **kwargs)
+        return evaluate(project, kwargs.get("stack", "dev"))
+
+    return run
+
+
+def inputs_json(resource: Resource) -> str:
+    return json.dumps(resource.inputs, sort_keys=True)
