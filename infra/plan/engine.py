@@ -178,6 +178,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, pulumi.Resource):
         return f"<resource {type(value).__name__}>"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire carries every number as a double
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
