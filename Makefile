@@ -1,0 +1,47 @@
+# llmcloud: every command sets itself up on a fresh machine (Python 3.11+).
+#   make plan [STACK=dev]      offline plan of a stack (no Pulumi CLI, no AWS credentials)
+#   make test                  lint + the whole test suite
+#   make preview STACK=prod    real `pulumi preview` with the policy pack (needs the Pulumi CLI + AWS)
+#   make up STACK=dev          real `pulumi up` with the policy pack (needs the Pulumi CLI + AWS)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STACK  ?= dev
+FORMAT ?= table
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup plan test lint bench preview up clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+plan: $(STAMP)
+	$(BIN)/llmcloud plan --stack $(STACK) --format $(FORMAT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/plan.py
+	$(BIN)/python benchmarks/stage.py
+	$(BIN)/python benchmarks/train.py
+
+preview: $(STAMP)
+	pulumi preview --stack $(STACK) --policy-pack policies --policy-pack-config policies/config/$(STACK).json --diff
+
+up: $(STAMP)
+	pulumi up --stack $(STACK) --policy-pack policies --policy-pack-config policies/config/$(STACK).json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
