@@ -1,0 +1,118 @@
+"""Optional CI/CD bootstrap: GitHub Actions reaches AWS through OIDC, never with stored keys.
+
+Two roles per stack: a read-only *preview* role that pull requests of this repository may
+assume (for `pulumi preview --refresh`), and a *deploy* role that only the workflow's
+GitHub environment for this stack may assume (`pulumi up`). The trust policies pin the
+audience (sts.amazonaws.com) and the `sub` claim exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import CiConfig
+from infra.context import Context, policy_document
+from infra.iam import managed_policy_arn
+
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+# The thumbprint list is optional for GitHub's issuer since 2023 (IAM trusts its CA
+# library); the provider still accepts it, and older accounts expect one.
+GITHUB_THUMBPRINTS = [
+    "6938fd4d98bab03faadb97b34396831e3780aea1",
+    "1c58a3a8518e8759bf075b76b750d4f2df264fcd",
+]
+
+# Deploying creates IAM roles, KMS keys, clusters and buckets: PowerUserAccess covers all but
+# IAM; IAM is granted on its own so it can be narrowed with a permissions boundary.
+DEPLOY_MANAGED_POLICIES = ("PowerUserAccess", "IAMFullAccess")
+
+
+@dataclass(frozen=True)
+class GithubOidcArgs:
+    config: CiConfig
+    stack: str
+
+
+class GithubOidc(pulumi.ComponentResource):
+    """The GitHub OIDC provider (or an existing one) and the preview and deploy roles."""
+
+    preview_role: aws.iam.Role
+    deploy_role: aws.iam.Role
+
+    def __init__(
+        self,
+        name: str,
+        args: GithubOidcArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("llmcloud:cicd:GithubOidc", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        cfg = args.config
+        if cfg.create_oidc_provider:
+            provider_arn = aws.iam.OpenIdConnectProvider(
+                "github",
+                url=f"https://{GITHUB_OIDC_HOST}",
+                client_id_lists=["sts.amazonaws.com"],
+                thumbprint_lists=GITHUB_THUMBPRINTS,
+                opts=child,
+            ).arn
+        else:
+            provider_arn = pulumi.Output.from_input(cfg.existing_oidc_provider_arn or "")
+
+        repo = cfg.github_repository
+        environments = cfg.deploy_environments or [args.stack]
+        self.preview_role = aws.iam.Role(
+            "preview-role",
+            description=f"pulumi preview of {repo} pull requests (read-only)",
+            assume_role_policy=_github_trust(provider_arn, [f"repo:{repo}:pull_request"]),
+            max_session_duration=3600,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            "preview-readonly",
+            role=self.preview_role.name,
+            policy_arn=managed_policy_arn(ctx, "ReadOnlyAccess"),
+            opts=child,
+        )
+        self.deploy_role = aws.iam.Role(
+            "deploy-role",
+            description=f"pulumi up of {repo} from its GitHub environments {', '.join(environments)}",
+            assume_role_policy=_github_trust(
+                provider_arn, [f"repo:{repo}:environment:{env}" for env in environments]
+            ),
+            max_session_duration=3600,
+            opts=child,
+        )
+        for policy in DEPLOY_MANAGED_POLICIES:
+            aws.iam.RolePolicyAttachment(
+                f"deploy-{policy}",
+                role=self.deploy_role.name,
+                policy_arn=managed_policy_arn(ctx, policy),
+                opts=child,
+            )
+        self.register_outputs(
+            {"preview_role_arn": self.preview_role.arn, "deploy_role_arn": self.deploy_role.arn}
+        )
+
+
+def _github_trust(provider_arn: pulumi.Input[str], subjects: list[str]) -> pulumi.Output[str]:
+    return policy_document(
+        [
+            {
+                "Sid": "GithubActionsOidc",
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
+                        f"{GITHUB_OIDC_HOST}:sub": subjects if len(subjects) > 1 else subjects[0],
+                    }
+                },
+            }
+        ]
+    )
