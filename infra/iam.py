@@ -5,7 +5,11 @@ A pod role trusts exactly one Kubernetes service account of one cluster: through
 Identity by default (the trust names the pods.eks.amazonaws.com service and pins the
 namespace, service account and cluster in session-tag conditions), or through the cluster's
 OIDC provider (IRSA) as an option. Its permissions are an inline policy of statements with
-exact ARNs, written by the component that needs them.
+exact ARNs, written by the component that needs them (`infra/permissions.py` builds the
+ones for training, serving and staging); PodRole refuses `*` actions and writes on `*`.
+
+`DataStagerRole` is the one role people and CI assume: `llmcloud stage` writes the datasets
+prefix with it; the principals allowed are listed in `security.data_stager_arns`.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.context import Context, policy_document
+from infra.permissions import statement_problems
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 
-# Nodes get only what the kubelet and image pulls need; the VPC CNI's permissions sit on
-# the aws-node pod role, not on every node.
+# Nodes get what the kubelet, the Pod Identity agent and image pulls need; the VPC CNI's
+# permissions sit on the aws-node pod role, not on every node. Both policies only read.
+# They are the pair EKS's CreateNodegroup checks a managed node group's role for ("The
+# provided role doesn't have the Amazon EKS Managed Policies associated with it"); the
+# narrower AmazonEKSWorkerNodeMinimalPolicy / AmazonEC2ContainerRegistryPullOnly are
+# reported to fail that check (awsdocs/amazon-eks-user-guide#880).
 NODE_MANAGED_POLICIES = (
-    "AmazonEKSWorkerNodeMinimalPolicy",
-    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEC2ContainerRegistryReadOnly",
 )
 CLUSTER_MANAGED_POLICIES = ("AmazonEKSClusterPolicy",)
 
@@ -35,19 +44,22 @@ def managed_policy_arn(ctx: Context, name: str) -> pulumi.Output[str]:
     return ctx.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/{name}")
 
 
-def service_trust(service: str, ctx: Context, *, tag_session: bool = False) -> pulumi.Output[str]:
-    """Trust one AWS service principal, from this account only."""
+def service_trust(
+    service: str, ctx: Context, *, tag_session: bool = False, source_account: bool = True
+) -> pulumi.Output[str]:
+    """Trust one AWS service principal, from this account only where the service sends
+    `aws:SourceAccount` (`source_account=False` for those that do not: EC2 instance
+    profiles, CloudTrail's CloudWatch Logs delivery; a condition they never satisfy would
+    lock them out)."""
     actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
-    return policy_document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": service},
-                "Action": actions,
-                "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id}},
-            }
-        ]
-    )
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": actions,
+    }
+    if source_account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": ctx.account_id}}
+    return policy_document([statement])
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,9 @@ class ClusterRoles(pulumi.ComponentResource):
         self.node_role = aws.iam.Role(
             "node-role",
             description=f"Managed node groups of {args.cluster_name}",
-            assume_role_policy=service_trust("ec2.amazonaws.com", ctx),
+            # Only EC2 can assume it, and only for instances launched with its instance
+            # profile, which takes iam:PassRole in this account.
+            assume_role_policy=service_trust("ec2.amazonaws.com", ctx, source_account=False),
             opts=child,
         )
         for policy in NODE_MANAGED_POLICIES:
@@ -173,8 +187,11 @@ class PodRole(pulumi.ComponentResource):
         self.service_account = args.service_account
         if args.mode == "irsa" and (args.oidc_provider_arn is None or args.oidc_issuer is None):
             raise ValueError("PodRole in irsa mode needs oidc_provider_arn and oidc_issuer")
+        _refuse_wildcards(f"PodRole {name!r}", args.statements)
+        # Children carry the component's name: a URN holds the parent's type, not its name,
+        # so two PodRoles with a child called "role" would collide.
         self.role = aws.iam.Role(
-            "role",
+            f"{name}-role",
             description=args.description or f"Pod role of {args.namespace}/{args.service_account}",
             assume_role_policy=self._trust(args, ctx),
             max_session_duration=3600,
@@ -188,14 +205,14 @@ class PodRole(pulumi.ComponentResource):
         self.role_arn = self.role.arn
         if args.statements:
             aws.iam.RolePolicy(
-                "policy",
+                f"{name}-policy",
                 role=self.role.name,
                 policy=policy_document(list(args.statements)),
                 opts=child,
             )
         for policy in args.managed_policies:
             aws.iam.RolePolicyAttachment(
-                policy.rsplit("/", 1)[-1],
+                f"{name}-{policy.rsplit('/', 1)[-1]}",
                 role=self.role.name,
                 policy_arn=managed_policy_arn(ctx, policy),
                 opts=child,
@@ -203,7 +220,7 @@ class PodRole(pulumi.ComponentResource):
         self.service_account_annotations: dict[str, pulumi.Output[str]] = {}
         if args.mode == "pod_identity":
             aws.eks.PodIdentityAssociation(
-                "association",
+                f"{name}-association",
                 cluster_name=args.cluster_name,
                 namespace=args.namespace,
                 service_account=args.service_account,
@@ -257,3 +274,75 @@ class PodRole(pulumi.ComponentResource):
                 }
             ]
         )
+
+
+def _refuse_wildcards(owner: str, statements: Sequence[dict[str, Any]]) -> None:
+    """Fail early on statements that grant `*` actions or writes on `*` (values already
+    known; Outputs are checked on the whole plan by the tests)."""
+    for i, statement in enumerate(statements):
+        problems = statement_problems(statement)
+        if problems:
+            raise ValueError(
+                f"{owner}: statement {i} ({statement.get('Sid', 'no Sid')}) "
+                + "; ".join(problems)
+                + ": name exact ARNs and actions"
+            )
+
+
+@dataclass(frozen=True)
+class DataStagerRoleArgs:
+    """Who may stage data (IAM role/user ARNs or account roots) and what they may write
+    (`infra.permissions.staging_statements`)."""
+
+    principal_arns: Sequence[str]
+    statements: Sequence[dict[str, Any]]
+    max_session_duration_s: int = 12 * 3600  # a large upload outlasts the 1 h default
+    description: str = ""
+
+
+class DataStagerRole(pulumi.ComponentResource):
+    """The role `llmcloud stage` assumes (from a laptop or CI) to upload datasets: trusted by
+    exactly the configured principals, allowed exactly the staging statements."""
+
+    role: aws.iam.Role
+    role_arn: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: DataStagerRoleArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("llmcloud:security:DataStagerRole", name, None, opts)
+        if not args.principal_arns:
+            raise ValueError("DataStagerRole needs at least one principal ARN")
+        if not args.statements:
+            raise ValueError("DataStagerRole needs its staging statements")
+        _refuse_wildcards(f"DataStagerRole {name!r}", args.statements)
+        child = pulumi.ResourceOptions(parent=self)
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            description=args.description or f"{ctx.prefix}: llmcloud stage (datasets upload)",
+            assume_role_policy=policy_document(
+                [
+                    {
+                        "Sid": "DataStagers",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": sorted(args.principal_arns)},
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            ),
+            max_session_duration=args.max_session_duration_s,
+            tags={"llmcloud:purpose": "data-staging"},
+            opts=child,
+        )
+        self.role_arn = self.role.arn
+        aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=self.role.name,
+            policy=policy_document(list(args.statements)),
+            opts=child,
+        )
+        self.register_outputs({"role_arn": self.role.arn})

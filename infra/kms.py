@@ -6,7 +6,12 @@ keeps `kms:*` (AWS's delegation to IAM; without it a key can become unmanageable
 administrators named in config get administration but not use; AWS services that cannot be
 given IAM policies (CloudWatch Logs, CloudTrail, the Auto Scaling service-linked role that
 launches encrypted node volumes) get exactly the operations they perform, scoped by
-encryption context or caller where KMS supports it.
+encryption context or source where KMS supports it. Everyone else (cluster role, pod roles,
+the data stager) gets key use through IAM policies naming the exact key ARN, which the
+root statement permits. FSx for Lustre's per-file-system S3 role gets grants on the data key
+(infra/fsx.py), since its name exists only with the file system.
+
+`"Resource": "*"` in a key policy means "this key"; it is not a wildcard grant.
 """
 
 from __future__ import annotations
@@ -18,7 +23,52 @@ import pulumi_aws as aws
 
 from infra.context import Context, policy_document
 
+# The account's audit trail (infra/audit_trail.py creates it under exactly this name; the
+# log bucket policy and the logs key policy name it).
+TRAIL_SUFFIX = "-trail"
+
 PURPOSES = ("cluster", "data", "ebs", "logs")
+
+
+def trail_name(prefix: str) -> str:
+    """Name of the stack's CloudTrail trail: `<prefix>-trail`."""
+    return f"{prefix}{TRAIL_SUFFIX}"
+
+
+def trail_arn(ctx: Context) -> pulumi.Output[str]:
+    """ARN of the stack's trail (a multi-region trail lives in its home region)."""
+    return ctx.arn("cloudtrail", f"trail/{trail_name(ctx.prefix)}")
+
+
+def cloudtrail_statements(ctx: Context) -> list[dict]:
+    """What CloudTrail needs on the logs key, as AWS documents it: data keys for this
+    trail's log files (bound by encryption context and source ARN), and DescribeKey,
+    which carries no encryption context and would fail under that condition."""
+    account_trails = pulumi.Output.all(ctx.partition, ctx.account_id).apply(
+        lambda pa: f"arn:{pa[0]}:cloudtrail:*:{pa[1]}:trail/*"
+    )
+    return [
+        {
+            "Sid": "CloudTrailEncryptsItsLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:GenerateDataKey*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:SourceArn": trail_arn(ctx)},
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": account_trails},
+            },
+        },
+        {
+            "Sid": "CloudTrailDescribesTheKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn(ctx)}},
+        },
+    ]
+
 
 KEY_ADMIN_ACTIONS = [
     "kms:Create*",
@@ -49,7 +99,7 @@ _DESCRIPTIONS = {
     "cluster": "EKS secrets envelope encryption",
     "data": "S3 data lake and FSx for Lustre",
     "ebs": "EBS volumes of cluster nodes",
-    "logs": "CloudWatch Logs (control plane, flow logs) and CloudTrail",
+    "logs": "CloudWatch Logs (control plane, flow logs, audit trail) and CloudTrail",
 }
 
 
@@ -137,22 +187,8 @@ class Keys(pulumi.ComponentResource):
                     "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": logs_arn}},
                 }
             )
-            trail_arn = pulumi.Output.all(ctx.partition, ctx.account_id).apply(
-                lambda pa: f"arn:{pa[0]}:cloudtrail:*:{pa[1]}:trail/*"
-            )
-            statements.append(
-                {
-                    "Sid": "CloudTrailEncryptsItsLogs",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
-                    "Action": ["kms:GenerateDataKey*", "kms:DescribeKey"],
-                    "Resource": "*",
-                    "Condition": {
-                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trail_arn},
-                        "StringEquals": {"aws:SourceAccount": ctx.account_id},
-                    },
-                }
-            )
+            if ctx.config.security.cloudtrail:
+                statements.extend(cloudtrail_statements(ctx))
         if purpose == "ebs":
             asg_role = ctx.arn(
                 "iam",
