@@ -206,3 +206,20 @@ def test_plan_of_a_directory_without_pulumi_yaml_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["plan", "--project", str(tmp_path)])
     assert result.exit_code == 2
     assert "no Pulumi.yaml here" in result.output
+
+
+def test_two_resources_with_the_same_urn_are_refused_as_the_engine_would(plan_program):
+    program = """
+import pulumi, pulumi_aws as aws
+class Part(pulumi.ComponentResource):
+    def __init__(self, name):
+        super().__init__("demo:index:Part", name, None, None)
+        aws.s3.Bucket("bucket", opts=pulumi.ResourceOptions(parent=self))
+Part("a")
+Part("b")
+"""
+    with pytest.raises(
+        PlanError,
+        match=r"two resources share a URN(.|\n)*demo:index:Part\$aws:s3/bucket:Bucket::bucket",
+    ):
+        plan_program(program)

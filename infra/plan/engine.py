@@ -10,6 +10,7 @@ provider, then check every input against the SDK's typed declarations.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -317,6 +318,13 @@ def evaluate(
         )
 
     resources = sorted(monitor.recorded, key=lambda r: r.urn)
+    duplicates = sorted({a.urn for a, b in itertools.pairwise(resources) if a.urn == b.urn})
+    if duplicates:
+        # The mock monitor accepts a URN twice; the engine refuses the second registration.
+        raise PlanError(
+            "two resources share a URN (same type, name and parent type); the engine would "
+            "refuse the second:\n" + "\n".join(f"  - {u}" for u in duplicates)
+        )
     remote = [r for r in resources if r.remote]
     if remote:
         raise PlanError(

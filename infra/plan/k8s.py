@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.plan.engine import Plan, Resource
+from infra.plan.engine import SECRET_PLACEHOLDER, Plan, Resource
 
 # Resource types that are not Kubernetes objects themselves.
 _NOT_OBJECTS = ("kubernetes:helm.sh/", "pulumi:providers:kubernetes", "kubernetes:yaml")
@@ -68,8 +68,12 @@ def validate_manifests(items: list[Manifest], kubernetes_version: str) -> list[s
     )
     errors = []
     for item in items:
+        obj = dict(item.object)
+        for key in ("data", "stringData"):
+            if obj.get(key) == SECRET_PLACEHOLDER:  # the SDK marks a Secret's whole map secret
+                obj[key] = {}
         try:
-            kubernetes_validate.validate(item.object, version, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
             continue
         except kubernetes_validate.ValidationError as e:
