@@ -1,0 +1,621 @@
+"""`llmcloud stage` against moto: SSE-KMS with the data key, manifest + --verify, resume
+after an interruption, composite multipart checksums, no partial objects, usage errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions as bce
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from infra import stage as staging
+from infra.awsclient import AwsUsageError, client, parse_s3_url
+from infra.cli import app
+from infra.stage import MANIFEST_NAME, StageOptions, stage, verify
+
+REGION = "us-east-1"
+MIB = 1024 * 1024
+_buckets = itertools.count()
+
+
+@dataclass
+class Aws:
+    s3: Any
+    kms: Any
+    key_arn: str
+    alias: str
+    bucket: str
+
+
+def _set_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Fake credentials and a region; no ~/.aws files, no endpoint overrides."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        mp.delenv(name, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", REGION)
+    mp.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
+
+
+def _data_key(kms: Any, name: str) -> tuple[str, str]:
+    key = kms.create_key(Description=name)["KeyMetadata"]
+    alias = f"alias/{name}"
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return key["Arn"], alias
+
+
+def _make_bucket(s3: Any, bucket: str, default_key: str | None) -> None:
+    """A versioned bucket whose default encryption is `default_key` (None: AES256)."""
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    default = (
+        {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": default_key}
+        if default_key
+        else {"SSEAlgorithm": "AES256"}
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}]
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def moto_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, str, str]]:
+    """In-process moto for the module, with one KMS data key (moto makes an RSA key per
+    KMS key, which is slow, so tests share it and get a fresh bucket each)."""
+    with pytest.MonkeyPatch.context() as mp:
+        _set_aws_env(mp, tmp_path_factory.mktemp("aws-home"))
+        with mock_aws():
+            s3, kms = client("s3", region=REGION), client("kms", region=REGION)
+            arn, alias = _data_key(kms, "llm-test-data")
+            yield s3, kms, arn, alias
+
+
+@pytest.fixture
+def aws(moto_world: tuple[Any, Any, str, str]) -> Aws:
+    """A fresh versioned bucket whose default encryption is the KMS data key."""
+    s3, kms, arn, alias = moto_world
+    bucket = f"llm-test-datasets-{next(_buckets)}"
+    _make_bucket(s3, bucket, alias)
+    return Aws(s3, kms, arn, alias, bucket)
+
+
+def _dataset(root: Path, count: int = 6, size: int = 48 * 1024) -> Path:
+    src = root / "tokens"
+    (src / "val").mkdir(parents=True)
+    for i in range(count):
+        sub = "val" if i % 3 == 2 else ""
+        (src / sub / f"shard-{i:05d}.bin").write_bytes(os.urandom(size + i))
+    return src
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return _dataset(tmp_path)
+
+
+def _files(src: Path) -> dict[str, Path]:
+    return {p.relative_to(src).as_posix(): p for p in sorted(src.rglob("*")) if p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _keys(s3: Any, bucket: str, prefix: str = "") -> set[str]:
+    response = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {o["Key"] for o in response.get("Contents", [])}
+
+
+def _manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")["Body"].read()
+    return json.loads(body)
+
+
+def _uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def _record_calls(s3: Any, operation: str) -> list[str]:
+    """The URL path of every `operation` call the client makes, in order."""
+    seen: list[str] = []
+    s3.meta.events.register(
+        f"before-call.s3.{operation}", lambda params, **_: seen.append(params["url_path"])
+    )
+    return seen
+
+
+def _fail_after(s3: Any, operation: str, allowed: int, *, interrupt: bool = False) -> None:
+    """Let `allowed` calls of `operation` through, then fail every later one (the network
+    died) or, with `interrupt`, send SIGINT to the main thread once (a Ctrl-C)."""
+    lock = threading.Lock()
+    calls = [0]
+
+    def hook(**_: Any) -> None:
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n <= allowed:
+            return
+        if interrupt:
+            if n == allowed + 1:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                time.sleep(0.5)  # the run must still be going when the signal lands
+            return
+        raise bce.ClientError(
+            {"Error": {"Code": "InternalError", "Message": "injected failure"}}, operation
+        )
+
+    s3.meta.events.register(f"before-call.s3.{operation}", hook)
+
+
+def _client() -> Any:
+    """A new S3 client (its own event hooks) on the module's moto."""
+    return client("s3", region=REGION)
+
+
+def _put_lookalike(aws: Aws, key: str, size: int) -> None:
+    """Overwrite `key` with other bytes of the same size, SSE-KMS and a SHA-256 checksum:
+    only the content differs."""
+    aws.s3.put_object(
+        Bucket=aws.bucket,
+        Key=key,
+        Body=os.urandom(size),
+        ChecksumAlgorithm="SHA256",
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=aws.key_arn,
+    )
+
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> Any:
+    return runner.invoke(app, ["stage", *args])
+
+
+# --- checksums of the local files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size", "parts"),
+    [(0, None, 0), (1000, None, 0), (1000, 1000, 1), (1001, 1000, 2), (2500, 1000, 3)],
+)
+def test_digest_matches_s3s_checksum_for_single_and_multipart_layouts(
+    tmp_path: Path, size: int, part_size: int | None, parts: int
+):
+    data = os.urandom(size)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+
+    digest = staging.digest_file(path, size, part_size)
+
+    assert digest.sha256 == hashlib.sha256(data).hexdigest()
+    if part_size is None:
+        assert digest.checksum_sha256 == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    else:
+        chunks = [data[i : i + part_size] for i in range(0, size, part_size)]
+        joined = b"".join(hashlib.sha256(c).digest() for c in chunks)
+        expected = f"{base64.b64encode(hashlib.sha256(joined).digest()).decode()}-{parts}"
+        assert digest.checksum_sha256 == expected
+
+
+def test_part_layout_mirrors_the_transfer_manager():
+    assert staging.part_layout(5 * MIB - 1, 5 * MIB) is None  # below threshold: one PUT
+    assert staging.part_layout(5 * MIB, 5 * MIB) == 5 * MIB
+    # more than 10,000 parts: s3transfer doubles the part size until it fits
+    assert staging.part_layout(100_000 * MIB, 5 * MIB) == 10 * MIB
+    assert staging.part_layout(100_001 * MIB, 5 * MIB) == 20 * MIB
+
+
+def test_a_file_that_changes_size_while_hashing_is_reported(tmp_path: Path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"12345")
+
+    with pytest.raises(OSError, match="file changed while staging"):
+        staging.digest_file(path, 4, None)
+
+
+# --- uploads, encryption, manifest ---------------------------------------------------------
+
+
+def test_stage_uploads_every_file_with_sse_kms_and_the_given_key(aws: Aws, dataset: Path):
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds/v1", "--kms-key", aws.alias)
+
+    assert result.exit_code == 0, result.output
+    assert "6 uploaded" in result.stdout
+    files = _files(dataset)
+    expected = {f"ds/v1/{p}" for p in files} | {f"ds/v1/{MANIFEST_NAME}"}
+    assert _keys(aws.s3, aws.bucket) == expected
+    for relative, path in files.items():
+        head = aws.s3.head_object(
+            Bucket=aws.bucket, Key=f"ds/v1/{relative}", ChecksumMode="ENABLED"
+        )
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["SSEKMSKeyId"] == aws.key_arn
+        assert head["Metadata"]["sha256"] == _sha256(path)
+        full = base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
+        assert head["ChecksumSHA256"] == full
+
+
+def test_stage_without_kms_key_uses_the_buckets_default_kms_key(aws: Aws, dataset: Path):
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds")
+
+    assert result.exit_code == 0, result.output
+    head = aws.s3.head_object(Bucket=aws.bucket, Key="ds/shard-00000.bin")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", aws.key_arn)
+
+
+def test_manifest_lists_every_file_and_verify_accepts_it(aws: Aws, dataset: Path):
+    assert _cli(str(dataset), f"s3://{aws.bucket}/ds").exit_code == 0
+
+    manifest = _manifest(aws.s3, aws.bucket, "ds")
+    files = _files(dataset)
+    assert [e["path"] for e in manifest["files"]] == sorted(files)
+    assert manifest["file_count"] == len(files)
+    for entry in manifest["files"]:
+        path = files[entry["path"]]
+        head = aws.s3.head_object(Bucket=aws.bucket, Key=entry["key"])
+        assert entry["size"] == path.stat().st_size
+        assert entry["sha256"] == _sha256(path)
+        assert entry["etag"] == head["ETag"]
+        assert entry["version_id"] == head["VersionId"]  # the bucket is versioned
+        assert entry["staged_at"]
+    head = aws.s3.head_object(Bucket=aws.bucket, Key=f"ds/{MANIFEST_NAME}")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", aws.key_arn)
+
+    checked = _cli("--verify", f"s3://{aws.bucket}/ds")
+    assert checked.exit_code == 0, checked.output
+    assert f"verified {len(files)} objects" in checked.stdout
+    with_src = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--verify")
+    assert with_src.exit_code == 0, with_src.output
+
+
+def test_manifest_is_the_last_object_written(aws: Aws, dataset: Path):
+    s3 = _client()
+    puts = _record_calls(s3, "PutObject")
+    heads = _record_calls(s3, "HeadObject")
+
+    result = stage(StageOptions(dataset, parse_s3_url(f"s3://{aws.bucket}/ds")), s3=s3)
+
+    assert result.ok and result.manifest_url == f"s3://{aws.bucket}/ds/{MANIFEST_NAME}"
+    assert len(puts) == 7 and puts[-1].endswith(MANIFEST_NAME)
+    assert heads == []  # new files: one PUT each, the manifest data comes from its response
+
+
+# --- resume --------------------------------------------------------------------------------
+
+
+def test_rerun_after_a_failed_run_uploads_only_the_missing_files(aws: Aws, tmp_path: Path):
+    src = _dataset(tmp_path, count=12)
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    broken = _client()
+    _fail_after(broken, "PutObject", allowed=5)
+
+    first = stage(StageOptions(src, dest, concurrency=4), s3=broken)
+
+    assert len(first.uploaded) == 5 and len(first.failed) == 7
+    assert first.manifest_url is None
+    assert len(_keys(aws.s3, aws.bucket)) == 5  # no manifest, nothing partial
+
+    s3 = _client()
+    puts = _record_calls(s3, "PutObject")
+    second = stage(StageOptions(src, dest, concurrency=4), s3=s3)
+
+    assert second.ok
+    assert sorted(second.skipped) == sorted(first.uploaded)
+    assert sorted(second.uploaded) == sorted(first.failed)
+    assert len(puts) == 7 + 1  # the 7 missing files, then the manifest
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_ctrl_c_aborts_multipart_uploads_and_a_rerun_finishes(aws: Aws, tmp_path: Path):
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(3):
+        (src / f"shard-{i}.bin").write_bytes(os.urandom(6 * MIB))  # 2 parts of 5 MiB
+    dest = parse_s3_url(f"s3://{aws.bucket}/big")
+    options = StageOptions(src, dest, concurrency=2, part_size_mib=5)
+    interrupted = _client()
+    _fail_after(interrupted, "UploadPart", allowed=1, interrupt=True)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(options, s3=interrupted)
+
+    assert _uploads(aws.s3, aws.bucket) == []  # aborted: nothing billed, nothing half-made
+    left = _keys(aws.s3, aws.bucket)
+    assert f"big/{MANIFEST_NAME}" not in left
+    for key in left:  # whatever is visible is complete
+        assert aws.s3.head_object(Bucket=aws.bucket, Key=key)["ContentLength"] == 6 * MIB
+
+    again = stage(options, s3=_client())
+    assert again.ok and len(again.uploaded) == 3 - len(left) and len(again.skipped) == len(left)
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_rerun_replaces_a_remote_object_whose_checksum_differs(aws: Aws, dataset: Path):
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    assert stage(StageOptions(dataset, dest), s3=_client()).ok
+    _put_lookalike(aws, "ds/shard-00001.bin", (dataset / "shard-00001.bin").stat().st_size)
+
+    again = stage(StageOptions(dataset, dest), s3=_client())
+
+    assert again.uploaded == ["shard-00001.bin"] and len(again.skipped) == 5
+    assert verify(dest, src=dataset, s3=_client()).ok
+
+
+def test_stale_multipart_upload_of_a_killed_run_is_aborted(aws: Aws, dataset: Path):
+    stale = aws.s3.create_multipart_upload(Bucket=aws.bucket, Key="ds/shard-00000.bin")
+    other = aws.s3.create_multipart_upload(Bucket=aws.bucket, Key="elsewhere/file.bin")
+    time.sleep(0.01)
+
+    result = stage(StageOptions(dataset, parse_s3_url(f"s3://{aws.bucket}/ds")), s3=_client())
+
+    assert result.ok and result.aborted_uploads == 1
+    remaining = {u["UploadId"] for u in _uploads(aws.s3, aws.bucket)}
+    assert stale["UploadId"] not in remaining and other["UploadId"] in remaining
+
+
+# --- multipart -----------------------------------------------------------------------------
+
+
+def test_multipart_upload_stores_a_composite_checksum_that_verify_accepts(aws: Aws, tmp_path: Path):
+    src = tmp_path / "mp"
+    src.mkdir()
+    data = os.urandom(11 * MIB)
+    (src / "big.bin").write_bytes(data)
+    dest = parse_s3_url(f"s3://{aws.bucket}/mp")
+
+    result = stage(StageOptions(src, dest, part_size_mib=5), s3=_client())
+
+    assert result.ok
+    got = aws.s3.get_object(Bucket=aws.bucket, Key="mp/big.bin", ChecksumMode="ENABLED")
+    parts = [data[i : i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
+    composite = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()
+    expected = f"{base64.b64encode(composite).decode()}-3"
+    assert got["ETag"].endswith('-3"')
+    assert got["ChecksumSHA256"] == expected
+    entry = _manifest(aws.s3, aws.bucket, "mp")["files"][0]
+    assert entry["checksum_sha256"] == expected
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert verify(dest, src=src, s3=_client()).ok
+    rerun = stage(StageOptions(src, dest, part_size_mib=5), s3=_client())
+    assert rerun.skipped == ["big.bin"] and rerun.uploaded == []
+
+
+def test_failed_multipart_upload_is_aborted_and_leaves_no_object(aws: Aws, tmp_path: Path):
+    src = tmp_path / "mp"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(11 * MIB))
+    broken = _client()
+    _fail_after(broken, "UploadPart", allowed=1)
+
+    result = stage(
+        StageOptions(src, parse_s3_url(f"s3://{aws.bucket}/mp"), part_size_mib=5), s3=broken
+    )
+
+    assert list(result.failed) == ["big.bin"] and result.manifest_url is None
+    assert _keys(aws.s3, aws.bucket) == set()
+    assert _uploads(aws.s3, aws.bucket) == []
+
+
+def test_failed_run_through_the_cli_exits_1_and_names_the_files(
+    aws: Aws, dataset: Path, monkeypatch: pytest.MonkeyPatch
+):
+    real_digest = staging.digest_file
+
+    def unreadable(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path.name == "shard-00003.bin":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_digest(path, *args, **kwargs)
+
+    monkeypatch.setattr(staging, "digest_file", unreadable)
+
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds")
+
+    assert result.exit_code == 1
+    assert "1 of 6 files failed to upload (shard-00003.bin: [Errno 13] Permission denied" in (
+        result.stderr
+    )
+    assert "5 are in S3 and no manifest was written: rerun the same command" in result.stderr
+    assert f"ds/{MANIFEST_NAME}" not in _keys(aws.s3, aws.bucket)
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+def test_verify_detects_a_corrupted_object_and_names_it(aws: Aws, dataset: Path):
+    assert _cli(str(dataset), f"s3://{aws.bucket}/ds").exit_code == 0
+    _put_lookalike(aws, "ds/val/shard-00002.bin", (dataset / "val/shard-00002.bin").stat().st_size)
+    aws.s3.delete_object(Bucket=aws.bucket, Key="ds/shard-00004.bin")
+
+    result = _cli("--verify", f"s3://{aws.bucket}/ds")
+
+    assert result.exit_code == 1
+    assert "val/shard-00002.bin: SHA-256 checksum" in result.stderr
+    assert "shard-00004.bin: missing in S3" in result.stderr
+    assert "2 problem(s)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_verify_with_src_detects_a_local_file_that_changed(aws: Aws, dataset: Path):
+    assert _cli(str(dataset), f"s3://{aws.bucket}/ds").exit_code == 0
+    path = dataset / "shard-00000.bin"
+    path.write_bytes(os.urandom(path.stat().st_size))
+    (dataset / "new.bin").write_bytes(b"late")
+
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--verify")
+
+    assert result.exit_code == 1
+    assert "shard-00000.bin: SHA-256 of the SRC file differs" in result.stderr
+    assert "new.bin: in SRC but not in the manifest" in result.stderr
+
+
+def test_verify_without_a_manifest_fails(aws: Aws):
+    result = _cli("--verify", f"s3://{aws.bucket}/never-staged")
+
+    assert result.exit_code == 1
+    assert f"{MANIFEST_NAME}: missing" in result.stderr
+
+
+# --- dry run, filters ----------------------------------------------------------------------
+
+
+def test_dry_run_lists_uploads_and_writes_nothing(aws: Aws, dataset: Path):
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "would upload 6 of 6 files" in result.stdout
+    assert "upload  val/shard-00002.bin" in result.stdout
+    assert _keys(aws.s3, aws.bucket) == set()
+
+    assert _cli(str(dataset), f"s3://{aws.bucket}/ds").exit_code == 0
+    (dataset / "shard-00001.bin").write_bytes(b"changed")
+    again = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--dry-run")
+    assert "would upload 1 of 6 files" in again.stdout
+    assert "upload  shard-00001.bin  7 B  (size" in again.stdout
+    assert "5 already there" in again.stdout
+
+
+def test_include_and_exclude_globs_select_files(aws: Aws, dataset: Path):
+    result = _cli(
+        str(dataset), f"s3://{aws.bucket}/ds", "--include", "val/*",
+        "--include", "shard-0000[01].bin", "--exclude", "*00005.bin",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert _keys(aws.s3, aws.bucket) == {
+        "ds/shard-00000.bin",
+        "ds/shard-00001.bin",
+        "ds/val/shard-00002.bin",
+        f"ds/{MANIFEST_NAME}",
+    }
+
+
+# --- usage errors: exit 2, one clear message -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{missing}", "s3://{bucket}/ds"], "does not exist"),
+        (["{src}", "{bucket}/ds"], "is not an s3:// URL; use s3://BUCKET/PREFIX"),
+        (["{src}", "s3://no-such-bucket/ds"], "bucket 'no-such-bucket' does not exist"),
+        (["{src}", "s3://{bucket}/ds", "--kms-key", "alias/nope"], "KMS key 'alias/nope' not found"),
+        (["{src}", "s3://{bucket}/ds", "--concurrency", "0"], "--concurrency 0 is out of range"),
+        (["{src}", "s3://{bucket}/ds", "--part-size-mib", "1"], "--part-size-mib 1 is out of range"),
+        (["{src}", "s3://{bucket}/ds", "--include", "*.nothing"], "has no files to stage after"),
+        (["{src}"], "stage needs SRC and DEST"),
+        (["{src}", "s3://{bucket}/ds", "--endpoint-url", "localhost:5000"], "--endpoint-url 'localhost:5000' is not a URL"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_clear_message(
+    aws: Aws, dataset: Path, tmp_path: Path, args: list[str], message: str
+):
+    argv = [a.format(src=dataset, missing=tmp_path / "missing", bucket=aws.bucket) for a in args]
+
+    result = _cli(*argv)
+
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert _keys(aws.s3, aws.bucket) == set()
+
+
+def test_bucket_without_kms_default_encryption_needs_kms_key(aws: Aws, dataset: Path):
+    bucket = f"{aws.bucket}-sse-s3"
+    _make_bucket(aws.s3, bucket, default_key=None)
+
+    refused = _cli(str(dataset), f"s3://{bucket}/ds")
+    accepted = _cli(str(dataset), f"s3://{bucket}/ds", "--kms-key", aws.key_arn)
+
+    assert refused.exit_code == 2
+    assert "no KMS default encryption (default: AES256); pass --kms-key" in refused.stderr
+    assert accepted.exit_code == 0, accepted.output
+    head = aws.s3.head_object(Bucket=bucket, Key="ds/shard-00000.bin")
+    assert head["SSEKMSKeyId"] == aws.key_arn
+
+
+def test_disabled_kms_key_is_a_usage_error(aws: Aws, dataset: Path):
+    arn, alias = _data_key(aws.kms, "llm-test-disabled")
+    aws.kms.disable_key(KeyId=arn.rsplit("/", 1)[1])
+
+    result = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--kms-key", alias)
+
+    assert result.exit_code == 2
+    assert f"KMS key '{alias}' is Disabled, not Enabled" in result.stderr
+
+
+def test_access_denied_on_the_bucket_is_a_usage_error(aws: Aws, dataset: Path):
+    s3 = _client()
+
+    def deny(**_: Any) -> None:
+        raise bce.ClientError(
+            {
+                "Error": {"Code": "403", "Message": "Forbidden"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "HeadBucket",
+        )
+
+    s3.meta.events.register("before-call.s3.HeadBucket", deny)
+
+    with pytest.raises(AwsUsageError, match=f"access denied to read bucket {aws.bucket}"):
+        stage(StageOptions(dataset, parse_s3_url(f"s3://{aws.bucket}/ds")), s3=s3)
+
+
+# --- the real HTTP path: moto_server on 127.0.0.1 and --endpoint-url ----------------------
+
+
+@pytest.fixture
+def moto_server(moto_world: Any) -> Iterator[str]:
+    """moto's HTTP server in a thread (requests to it bypass the in-process mock)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_cli_stages_and_verifies_over_http_with_endpoint_url(moto_server: str, tmp_path: Path):
+    s3 = client("s3", region=REGION, endpoint_url=moto_server)
+    kms = client("kms", region=REGION, endpoint_url=moto_server)
+    arn, alias = _data_key(kms, "llm-http-data")
+    bucket = "llm-http-datasets"
+    _make_bucket(s3, bucket, alias)
+    src = _dataset(tmp_path, count=4)
+    (src / "big.bin").write_bytes(os.urandom(6 * MIB))
+    flags = ["--endpoint-url", moto_server, "--region", REGION, "--part-size-mib", "5"]
+
+    staged = _cli(str(src), f"s3://{bucket}/ds", *flags)
+    rerun = _cli(str(src), f"s3://{bucket}/ds", *flags)
+    checked = _cli("--verify", f"s3://{bucket}/ds", *flags)
+
+    assert staged.exit_code == 0, staged.output
+    assert "5 uploaded" in staged.stdout
+    assert rerun.exit_code == 0, rerun.output
+    assert "0 uploaded" in rerun.stdout and "5 already there" in rerun.stdout
+    assert checked.exit_code == 0, checked.output
+    head = s3.head_object(Bucket=bucket, Key="ds/big.bin")
+    assert head["SSEKMSKeyId"] == arn and head["ETag"].endswith('-2"')
+    assert _manifest(s3, bucket, "ds")["file_count"] == 5
