@@ -58,6 +58,7 @@ class Resource:
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     protect: bool = False
     remote: bool = False
 
@@ -144,6 +145,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             id=registration.id if registration else None,
             outputs=_plain(registration.state) if registration else {},
             dependencies=list(request.dependencies),
+            property_dependencies={
+                key: list(deps.urns) for key, deps in request.propertyDependencies.items()
+            },
             protect=bool(request.protect),
             remote=bool(request.remote),
         )

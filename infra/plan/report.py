@@ -3,6 +3,7 @@ requests (Markdown with a Mermaid graph of the components, which GitHub renders)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -261,56 +262,63 @@ def _md(text: str) -> str:
 
 # ----------------------------------------------------------------------------- sarif
 
+_SECURITY_SEVERITY = {"low": "3.0", "medium": "5.5", "high": "8.0", "critical": "9.5"}
+
 
 def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> str:
-    """SARIF 2.1.0 for GitHub code scanning: one result per unwaived finding, located in the
-    stack file (the place a user changes to fix or waive it)."""
+    """SARIF 2.1.0 for GitHub code scanning.
+
+    One result per finding, located in the stack file (what a user edits to fix or waive it;
+    a waived finding points at its waiver's line and carries a suppression, so code scanning
+    lists it as dismissed). Mandatory findings are errors, advisory ones warnings; each rule
+    carries `security-severity`, which code scanning ranks security results by."""
     plan = report.plan
     try:
-        location = str(plan.stack_file.relative_to(plan.project_dir))
+        location = plan.stack_file.relative_to(plan.project_dir).as_posix()
     except ValueError:
-        location = str(plan.stack_file)
-    rule_index = {r["id"]: r for r in rules}
-    used = sorted({v.policy for v in report.violations})
-    sarif_rules = []
-    for rule_id in used:
-        meta = rule_index.get(rule_id, {})
-        sarif_rules.append(
-            {
-                "id": rule_id,
-                "name": meta.get("name", rule_id),
-                "shortDescription": {"text": meta.get("description", rule_id)},
-                "help": {"text": meta.get("remediation", "")},
-                "properties": {
-                    "tags": list(meta.get("frameworks", [])),
-                    "security-severity": meta.get("security_severity", "5.0"),
-                },
-            }
-        )
-    levels = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
+        location = plan.stack_file.as_posix()
+    stack_lines = _stack_file_lines(plan)
+    metadata = {r["id"]: r for r in rules}
+    ids = list(metadata) + sorted({v.policy for v in report.violations} - set(metadata))
+    sarif_rules = [_sarif_rule(rule_id, metadata.get(rule_id, {})) for rule_id in ids]
     results = []
-    for v in report.violations:
-        level = levels.get(v.severity, "warning") if v.enforcement == "mandatory" else "note"
+    for v in sorted(report.violations, key=lambda v: (v.policy, v.urn or "", v.message)):
+        line = _waiver_line(stack_lines, v.policy) if v.waived else 1
         result: dict[str, Any] = {
             "ruleId": v.policy,
-            "ruleIndex": used.index(v.policy),
-            "level": level,
+            "ruleIndex": ids.index(v.policy),
+            "level": "error" if v.enforcement == "mandatory" else "warning",
             "message": {"text": f"{_urn_name(v.urn)}: {v.message}"},
             "locations": [
                 {
                     "physicalLocation": {
                         "artifactLocation": {"uri": location},
-                        "region": {"startLine": 1},
+                        "region": {"startLine": line},
                     },
                     "logicalLocations": [
-                        {"fullyQualifiedName": v.urn or plan.stack, "kind": "resource"}
+                        {
+                            "name": _urn_name(v.urn),
+                            "fullyQualifiedName": v.urn or f"{plan.project}/{plan.stack}",
+                            "kind": "resource" if v.urn else "module",
+                        }
                     ],
                 }
             ],
-            "partialFingerprints": {"llmcloudFinding": f"{v.policy}:{v.urn}"},
+            "partialFingerprints": {
+                "llmcloudFinding/v1": hashlib.sha256(
+                    f"{v.policy}|{v.urn or plan.stack}".encode()
+                ).hexdigest()
+            },
+            "properties": {"enforcement": v.enforcement, "severity": v.severity},
         }
         if v.waived:
-            result["suppressions"] = [{"kind": "external", "justification": v.waiver_reason or ""}]
+            result["suppressions"] = [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": f"{v.waiver_reason} (waiver expires {v.waiver_expires})",
+                }
+            ]
         results.append(result)
     doc = {
         "$schema": SARIF_SCHEMA,
@@ -321,12 +329,65 @@ def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> st
                     "driver": {
                         "name": "llmcloud",
                         "informationUri": "https://github.com/llmcloud/llmcloud",
+                        "semanticVersion": _llmcloud_version(),
                         "rules": sarif_rules,
                     }
                 },
                 "automationDetails": {"id": f"llmcloud-plan/{plan.stack}/"},
+                "invocations": [{"executionSuccessful": True}],
                 "results": results,
             }
         ],
     }
     return json.dumps(doc, indent=2) + "\n"
+
+
+def _sarif_rule(rule_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    description = meta.get("description", rule_id)
+    remediation = meta.get("remediation", "")
+    frameworks = list(meta.get("frameworks", []))
+    severity = meta.get("severity", "medium")
+    help_md = f"**{meta.get('name', rule_id)}**\n\n{description}\n\n**Remediation:** {remediation}"
+    if frameworks:
+        help_md += "\n\n**Frameworks:** " + "; ".join(frameworks)
+    return {
+        "id": rule_id,
+        "name": "".join(part.capitalize() for part in rule_id.split("-")),
+        "shortDescription": {"text": meta.get("name", rule_id)},
+        "fullDescription": {"text": description},
+        "help": {"text": remediation or description, "markdown": help_md},
+        "defaultConfiguration": {
+            "level": "error" if severity in ("high", "critical") else "warning"
+        },
+        "properties": {
+            "tags": ["security", *meta.get("tags", [])],
+            "precision": "very-high",
+            "security-severity": meta.get(
+                "security_severity", _SECURITY_SEVERITY.get(severity, "5.5")
+            ),
+        },
+    }
+
+
+def _stack_file_lines(plan: Plan) -> list[str]:
+    try:
+        return plan.stack_file.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _waiver_line(lines: list[str], rule_id: str) -> int:
+    """1-based line of the waiver naming `rule_id` in the stack file (1 if not found)."""
+    for i, line in enumerate(lines, start=1):
+        if "rule" in line and rule_id in line:
+            return i
+    return 1
+
+
+def _llmcloud_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmcloud")
+    except PackageNotFoundError:
+        return "0.0.0"
