@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from infra.awsclient import EndpointUrlOption, RegionOption
+
 app = typer.Typer(
     name="llmcloud",
     help="An AWS platform for training and serving LLMs, as one Pulumi program per environment.",
@@ -114,6 +116,283 @@ def _last_program_frame(error: BaseException, project: Path) -> str | None:
         return None
     f = frames[-1]
     return f"{Path(f.filename).relative_to(root)}:{f.lineno}"
+
+
+@app.command()
+def stage(
+    src: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC",
+            help="Local dataset directory (with --verify and no DEST: the s3:// URL).",
+            show_default=False,
+        ),
+    ],
+    dest: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DEST", help="s3://BUCKET/PREFIX to stage into.", show_default=False
+        ),
+    ] = None,
+    region: RegionOption = None,
+    endpoint_url: EndpointUrlOption = None,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key",
+            help="KMS key (ARN, id or alias) for SSE-KMS; default: the bucket's default KMS key.",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Parallel requests (and files in flight).")] = 16,
+    part_size_mib: Annotated[
+        int, typer.Option(help="Multipart part size; files at least this big go multipart.")
+    ] = 64,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(help="Only files whose relative path matches this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="Skip files whose relative path matches this glob (repeatable)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show what would be uploaded or skipped; write nothing.")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Re-check S3 against DEST's _manifest.json (and SRC against it, if given)."
+        ),
+    ] = False,
+) -> None:
+    """Upload a dataset directory to S3: parallel multipart, SSE-KMS, resumable, checksummed.
+
+    Skips files already in S3 with the same SHA-256 checksum, writes _manifest.json last.
+    Exit 0 ok, 1 an upload or --verify failed (files named), 2 bad input or AWS setup.
+    """
+    import botocore.exceptions as bce
+
+    from infra import stage as staging
+    from infra.awsclient import AwsUsageError, parse_s3_url
+
+    out = Console()
+    try:
+        if dest is None:
+            if not verify:
+                raise AwsUsageError(
+                    "stage needs SRC and DEST: llmcloud stage SRC s3://BUCKET/PREFIX"
+                )
+            local, url = None, parse_s3_url(src, "DEST")
+        else:
+            local, url = Path(src), parse_s3_url(dest, "DEST")
+        if verify:
+            checked = staging.verify(
+                url,
+                src=local,
+                include=include or (),
+                exclude=exclude or (),
+                concurrency=concurrency,
+                region=region,
+                endpoint_url=endpoint_url,
+                console=err,
+            )
+            if not checked.ok:
+                raise fail(staging.verify_failure_message(checked), EXIT_FINDINGS)
+            out.print(
+                f"verified {checked.checked} objects against {checked.manifest_url}"
+                + (f" and {local}" if local else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_OK)
+        assert local is not None
+        options = staging.StageOptions(
+            src=local,
+            dest=url,
+            kms_key=kms_key,
+            concurrency=concurrency,
+            part_size_mib=part_size_mib,
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+            dry_run=dry_run,
+        )
+        result = staging.stage(options, region=region, endpoint_url=endpoint_url, console=err)
+    except AwsUsageError as e:
+        raise fail(str(e)) from None
+    except (bce.BotoCoreError, bce.ClientError) as e:
+        raise fail(f"AWS error: {e}", EXIT_FINDINGS) from None
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted: complete objects stay in S3 and in-progress multipart uploads were "
+            "aborted; rerun the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    if dry_run:
+        for line in staging.dry_run_lines(result):
+            out.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_OK)
+    if not result.ok:
+        raise fail(staging.failure_message(result), EXIT_FINDINGS)
+    out.print(staging.summary_line(result), highlight=False, soft_wrap=True)
+
+
+StackRegionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        help="AWS region (default: the stack's aws:region, the only region it deploys to).",
+        show_default=False,
+    ),
+]
+
+
+def _stack_region(project: Path, stack: str, region: str | None):
+    """The stack config and the region its AWS checks run in (the stack's aws:region)."""
+    from infra.config import ConfigError, load_stack_config
+
+    try:
+        config = load_stack_config(project, stack)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    if region and region != config.region:
+        raise fail(
+            f"--region {region} is not the region of stack {stack} ({config.region}); "
+            "omit --region or pass the stack's region"
+        )
+    return config, config.region
+
+
+@app.command()
+def preflight(
+    stack: StackOption = "dev",
+    project: ProjectOption = Path("."),
+    region: StackRegionOption = None,
+    endpoint_url: EndpointUrlOption = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
+) -> None:
+    """Check GPU capacity before `pulumi up`: vCPU quotas, offerings per zone, reservations.
+
+    Read-only. Exit 0 the deploy can get its instances, 1 something blocks it (the table
+    says how to fix it), 2 bad config, usage, credentials or permissions.
+    """
+    import json
+
+    import botocore.exceptions as bce
+
+    from infra.awsclient import AwsUsageError, client
+    from infra.preflight import BotoCapacityApi, render_table, run_preflight
+
+    if format not in ("table", "json"):
+        raise fail(f"--format {format!r} is not a format; use one of: table, json")
+    config, region = _stack_region(project, stack, region)
+    try:
+        api = BotoCapacityApi(
+            client("ec2", region=region, endpoint_url=endpoint_url),
+            client("service-quotas", region=region, endpoint_url=endpoint_url),
+        )
+        report = run_preflight(config, api, region=region)
+    except AwsUsageError as e:
+        raise fail(str(e)) from None
+    except (bce.BotoCoreError, bce.ClientError) as e:
+        raise fail(f"AWS error, preflight incomplete: {e}", EXIT_FINDINGS) from None
+    if format == "json":
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        render_table(report, Console())
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def audit(
+    stack: StackOption = "dev",
+    project: ProjectOption = Path("."),
+    region: StackRegionOption = None,
+    endpoint_url: EndpointUrlOption = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table | json | sarif")] = "table",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the report to FILE.")
+    ] = None,
+) -> None:
+    """Check the deployed stack (found by its tags) against the policy rules: drift.
+
+    Read-only: it never changes anything. Exit 0 clean, 1 drift found, 2 bad config, usage,
+    credentials or permissions, or no deployed resource of the stack in the region.
+    """
+    import json
+
+    import botocore.exceptions as bce
+
+    from infra import audit as auditing
+    from infra.awsclient import AwsUsageError
+
+    if format not in ("table", "json", "sarif"):
+        raise fail(f"--format {format!r} is not a format; use one of: table, json, sarif")
+    config, region = _stack_region(project, stack, region)
+    try:
+        clients = auditing.AuditClients.create(region, endpoint_url)
+        report = auditing.run_audit(config, clients, region=region)
+    except AwsUsageError as e:
+        raise fail(str(e)) from None
+    except (bce.BotoCoreError, bce.ClientError) as e:
+        raise fail(f"AWS error, audit incomplete: {e}", EXIT_FINDINGS) from None
+    if not report.resources:
+        raise fail(
+            f"no resources tagged llmcloud:stack={stack}, llmcloud:project={config.project} "
+            f"in {region}: is the stack deployed in this account and region?"
+        )
+    if format == "table":
+        if out:
+            with out.open("w") as fh:
+                auditing.render_table(report, Console(file=fh, width=140, no_color=True))
+        else:
+            auditing.render_table(report, Console())
+    else:
+        if format == "json":
+            text = json.dumps(report.to_json(), indent=2) + "\n"
+        else:
+            from infra.config import stack_file
+
+            location = str(stack_file(project, stack).relative_to(project))
+            text = auditing.render_sarif(report, auditing.rule_metadata(), location)
+        if out:
+            out.write_text(text)
+        else:
+            sys.stdout.write(text)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def smoke(
+    url: Annotated[str, typer.Option("--url", help="The endpoint, like http://host:8000.")],
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="LLMCLOUD_API_KEY", help="The endpoint's API key."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Served model name (default: the first).")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+) -> None:
+    """Check a deployed OpenAI-compatible endpoint as a user would: the key is required, a
+    completion succeeds, and a streamed completion's time to first token and tokens/s.
+
+    Exit 0 every check passed, 1 a check failed (the table says which), 2 usage.
+    """
+    from workloads.serving.smoke import SmokeUsageError, render, run_smoke
+
+    try:
+        result = run_smoke(url, api_key, model=model, timeout_s=timeout)
+    except SmokeUsageError as e:
+        raise fail(str(e)) from None
+    render(result, Console())
+    if not result.ok:
+        failed = result.failed
+        raise fail(
+            f"smoke check failed: {failed.name}: {failed.detail}" if failed else "no check ran",
+            EXIT_FINDINGS,
+        )
+    raise typer.Exit(EXIT_OK)
 
 
 def main() -> None:
