@@ -10,6 +10,9 @@ BIN    := $(VENV)/bin
 STACK  ?= dev
 FORMAT ?= table
 STAMP  := $(VENV)/.installed
+# checkov pins its own dependencies (some clash with ours), so it lives in a venv of its own.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: setup plan test lint bench preview up clean
 
@@ -20,6 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov==3.3.30"
+	touch $(CHECKOV_STAMP)
+
 setup: $(STAMP)
 
 plan: $(STAMP)
@@ -29,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -44,4 +52,4 @@ up: $(STAMP)
 	pulumi up --stack $(STACK) --policy-pack policies --policy-pack-config policies/config/$(STACK).json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache *.egg-info

@@ -3,6 +3,7 @@ fidelity checks that catch what a real preview would reject."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -157,12 +158,14 @@ pulumi.export("size", c.require_int("size"))
 pulumi.export("obj", c.require_object("obj"))
 pulumi.export("flag", c.require_bool("flag"))
 pulumi.export("token", c.require_secret("token"))
+pulumi.export("waiver", c.require_object("waiver"))
 """
     plan = plan_program(
         program,
         {
             "demo:size": 3,
             "demo:obj": {"a": [1, 2]},
+            "demo:waiver": {"expires": datetime.date(2027, 6, 30)},  # YAML reads a date
             "demo:flag": True,
             "demo:token": {"secure": "v1:abc"},
         },
@@ -171,6 +174,7 @@ pulumi.export("token", c.require_secret("token"))
     assert plan.outputs["obj"] == {"a": [1, 2]}
     assert plan.outputs["flag"] is True
     assert plan.outputs["token"] == "[secret]"
+    assert plan.outputs["waiver"] == {"expires": "2027-06-30"}
 
 
 def test_remote_components_are_refused_because_they_hide_their_children(plan_program):

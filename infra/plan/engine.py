@@ -213,7 +213,7 @@ def engine_config(raw: dict[str, Any], project: str) -> tuple[dict[str, str], li
             config[full] = SECRET_PLACEHOLDER
             secret_keys.append(full)
         elif isinstance(value, dict | list):
-            config[full] = json.dumps(value)
+            config[full] = json.dumps(value, default=str)  # YAML dates are strings to Pulumi
         elif isinstance(value, bool):
             config[full] = "true" if value else "false"
         else:

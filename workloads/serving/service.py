@@ -39,7 +39,10 @@ AWS_CLI_IMAGE = "amazon/aws-cli:2.32.8"
 # The vLLM image ships the Ray bootstrap script its multi-node guide uses.
 MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
 MODELS_DIR = "/models"
-RUN_AS_USER = 1000  # the images run as root by default; nothing in them needs it
+# The images run as root by default and nothing in them needs it. A UID above 10000 never
+# matches a host account; USER/LOGNAME are set because the UID has no passwd entry and
+# torch's compile cache asks getpass.getuser() for a name.
+RUN_AS_USER = 10001
 POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"  # EKS Pod Identity agent on every node
 DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 WAITING_METRIC = "vllm:num_requests_waiting"
@@ -362,6 +365,8 @@ class VllmService(pulumi.ComponentResource):
         svc = self._svc
         env: list[dict[str, Any]] = [
             {"name": "HOME", "value": "/home/vllm"},
+            {"name": "USER", "value": "vllm"},
+            {"name": "LOGNAME", "value": "vllm"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},  # weights come from our bucket only
             {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
             {"name": "DO_NOT_TRACK", "value": "1"},
@@ -419,7 +424,8 @@ class VllmService(pulumi.ComponentResource):
             # let endpoints drop the pod before vLLM stops taking requests
             "lifecycle": {"preStop": {"sleep": {"seconds": 15}}},
             "volumeMounts": mounts,
-            "securityContext": _restricted_container(),
+            # HOME, /tmp and /dev/shm are writable mounts; nothing else is written
+            "securityContext": {**_restricted_container(), "readOnlyRootFilesystem": True},
         }
 
     def _sync_container(self, size: PodSize) -> dict:
