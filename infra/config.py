@@ -65,6 +65,30 @@ _IAM_PRINCIPAL_ARN = re.compile(
     r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|user/.+|role/.+|assumed-role/.+|group/.+)$"
 )
 _RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+# Label domains whose keys node groups set themselves (or Kubernetes/EKS do).
+_RESERVED_LABEL_DOMAINS = (
+    "llmcloud.io",
+    "nvidia.com",
+    "vpc.amazonaws.com",
+    "eks.amazonaws.com",
+    "kubernetes.io",
+    "k8s.io",
+)
+
+
+def _reserved_label(key: str) -> bool:
+    """Whether a label key lies in a domain (or subdomain) the platform or Kubernetes sets."""
+    if "/" not in key:
+        return False
+    domain = key.split("/", 1)[0]
+    return any(domain == d or domain.endswith("." + d) for d in _RESERVED_LABEL_DOMAINS)
+
+
 _IMAGE_PINNED = re.compile(r"^[^\s:@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 
 
@@ -169,34 +193,119 @@ class NetworkConfig(Model):
 
 # --------------------------------------------------------------------------- security
 
+# IAM principals that may appear in key policies, trust policies and EKS access entries:
+# roles and users (groups are not principals; STS session ARNs change with every session).
+_ROLE_OR_USER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
+_ACCOUNT_ROOT_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:root$")
+# A Kubernetes resource quantity: 512, 1.5, 500m, 4Ti, 16Gi, 1e3.
+_K8S_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+)?$")
+_RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "monitoring")
+
 
 class NamespaceConfig(Model):
-    """A Kubernetes namespace for a team or workload kind, with its quotas."""
+    """A Kubernetes namespace for a team or workload kind, with its quotas.
+
+    Pod Security Admission enforces `pod_security` (default: `restricted` for serving and
+    data, `baseline` for training, whose images often run as root; GPU pods need no
+    privilege). Every namespace denies all traffic except what its NetworkPolicies allow."""
 
     name: DnsLabel
     purpose: Literal["training", "serving", "data"]
     gpu_quota: int = Field(default=0, ge=0)
     cpu_quota: str = "512"
     memory_quota: str = "4Ti"
+    pod_quota: int = Field(default=500, ge=1)
+    pod_security: Literal["restricted", "baseline"] | None = None
+    metrics_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [8000, 9090]
     allow_from_namespaces: list[DnsLabel] = []
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in _RESERVED_NAMESPACES or v.startswith("kube-"):
+            raise _fail(
+                "",
+                v,
+                "reserved namespace; pick another name (not default, monitoring or kube-*)",
+            )
+        return v
+
+    @field_validator("cpu_quota", "memory_quota")
+    @classmethod
+    def _quantity(cls, v: str) -> str:
+        if not _K8S_QUANTITY.match(v):
+            raise _fail("", v, "a Kubernetes quantity, like 512, 500m, 4Ti or 64Gi")
+        return v
+
+    @property
+    def pod_security_level(self) -> str:
+        if self.pod_security is not None:
+            return self.pod_security
+        return "baseline" if self.purpose == "training" else "restricted"
 
 
 class SecurityConfig(Model):
-    """KMS, IAM and Kubernetes access."""
+    """KMS, IAM and Kubernetes access, and the audit trail.
+
+    `key_admin_arns` administer (not use) the KMS keys; `cluster_admin_arns` and
+    `cluster_readonly_arns` get EKS access entries (cluster admin, view);
+    `data_stager_arns` may assume the data-staging role that `llmcloud stage` uses to
+    write the datasets prefix. All are IAM role or user ARNs."""
 
     kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
-    key_admin_arns: list[PrincipalArn] = []
-    cluster_admin_arns: list[PrincipalArn] = []
-    cluster_readonly_arns: list[PrincipalArn] = []
+    key_admin_arns: list[str] = []
+    cluster_admin_arns: list[str] = []
+    cluster_readonly_arns: list[str] = []
+    data_stager_arns: list[str] = []
     pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
     cloudtrail: bool = True
+    audit_log_retention_days: RetentionDays = 365
     namespaces: list[NamespaceConfig] = [
         NamespaceConfig(name="training", purpose="training", gpu_quota=64),
         NamespaceConfig(name="serving", purpose="serving", gpu_quota=32),
     ]
 
+    @field_validator("key_admin_arns", "cluster_admin_arns", "cluster_readonly_arns")
+    @classmethod
+    def _roles_or_users(cls, v: list[str]) -> list[str]:
+        for i, arn in enumerate(v):
+            if not isinstance(arn, str) or not _ROLE_OR_USER_ARN.match(arn):
+                raise _fail(
+                    f"[{i}]",
+                    arn,
+                    "must be an IAM role or user ARN, like "
+                    "arn:aws:iam::111122223333:role/platform-admin",
+                )
+            if v.index(arn) != i:
+                raise _fail(f"[{i}]", arn, "listed twice")
+        return v
+
+    @field_validator("data_stager_arns")
+    @classmethod
+    def _stagers(cls, v: list[str]) -> list[str]:
+        for i, arn in enumerate(v):
+            if not isinstance(arn, str) or not (
+                _ROLE_OR_USER_ARN.match(arn) or _ACCOUNT_ROOT_ARN.match(arn)
+            ):
+                raise _fail(
+                    f"[{i}]",
+                    arn,
+                    "must be an IAM role or user ARN (arn:aws:iam::111122223333:role/ci-stager) "
+                    "or an account root (arn:aws:iam::111122223333:root)",
+                )
+            if v.index(arn) != i:
+                raise _fail(f"[{i}]", arn, "listed twice")
+        return v
+
     @model_validator(mode="after")
     def _namespaces(self) -> SecurityConfig:
+        for j, arn in enumerate(self.cluster_readonly_arns):
+            if arn in self.cluster_admin_arns:
+                raise _fail(
+                    f"cluster_readonly_arns[{j}]",
+                    arn,
+                    "also in cluster_admin_arns; a principal has one access entry per cluster",
+                )
         names = [ns.name for ns in self.namespaces]
         for i, ns in enumerate(self.namespaces):
             if names.count(ns.name) > 1:
@@ -239,7 +348,17 @@ class CapacityConfig(Model):
             raise _fail(
                 "reservation_id",
                 self.reservation_id,
-                "only allowed when type is reservation or capacity_block",
+                "spot instances cannot run in a capacity reservation or Capacity Block; use "
+                "type: reservation or capacity_block, or drop reservation_id"
+                if self.type == "spot"
+                else "only allowed when type is reservation or capacity_block",
+            )
+        elif self.availability_zone is not None:
+            raise _fail(
+                "availability_zone",
+                self.availability_zone,
+                "only for reservation / capacity_block (the reservation's zone); pick the zones "
+                "of an on_demand or spot group with the group's availability_zones",
             )
         if self.reservation_id is not None and not _RESERVATION_ID.match(self.reservation_id):
             raise _fail(
@@ -330,6 +449,36 @@ class GpuNodeGroupConfig(ScalingMixin):
                 f"spot is for serving kinds only ({', '.join(k for k, v in catalog.kinds.items() if v.role == 'serving')}); "
                 f"{self.gpu} is a training kind: use on_demand, reservation or capacity_block",
             )
+        if self.capacity.type == "capacity_block":
+            if kind.role != "training":
+                raise _fail(
+                    "capacity.type",
+                    "capacity_block",
+                    "Capacity Blocks sell training instances (p4d, p4de, p5, p5e, p5en); "
+                    f"{self.gpu} is a serving kind: use on_demand, spot or reservation",
+                )
+            if self.min_size != 0:
+                raise _fail(
+                    "min_size",
+                    self.min_size,
+                    "must be 0 for a capacity_block group: its instances exist only inside the "
+                    "block's time window; raise desired_size while the block is active",
+                )
+        for key, value in self.labels.items():
+            if _reserved_label(key) or not _LABEL_KEY.match(key):
+                raise _fail(
+                    f"labels.{key}",
+                    value,
+                    "label keys are DNS-prefix/name (name ≤ 63 characters) outside the domains "
+                    "the platform sets (" + ", ".join(_RESERVED_LABEL_DOMAINS) + ")",
+                )
+            if not _LABEL_VALUE.match(value):
+                raise _fail(
+                    f"labels.{key}",
+                    value,
+                    "label values are ≤ 63 characters of letters, digits, '-', '_', '.', "
+                    "starting and ending with a letter or digit",
+                )
         return self
 
     @property
@@ -380,6 +529,8 @@ class AddonsConfig(Model):
     metrics: Literal["prometheus", "cloudwatch"] = "prometheus"
     keda: bool = False
     dcgm_exporter: bool = True
+    prometheus_retention_days: int = Field(default=15, ge=1, le=365)
+    prometheus_storage_gb: int = Field(default=100, ge=10, le=16000)
 
 
 class ClusterConfig(Model):
@@ -390,6 +541,8 @@ class ClusterConfig(Model):
     public_access_cidrs: list[ipaddress.IPv4Network] = []
     log_types: list[Literal[CONTROL_PLANE_LOG_TYPES]] = list(CONTROL_PLANE_LOG_TYPES)  # type: ignore[valid-type]
     log_retention_days: RetentionDays = 365
+    # None: on in prod (deleting the cluster takes an explicit change), off elsewhere
+    deletion_protection: bool | None = None
     system_nodes: SystemNodeGroupConfig = SystemNodeGroupConfig()
     gpu_node_groups: list[GpuNodeGroupConfig] = []
     addons: AddonsConfig = AddonsConfig()
@@ -439,13 +592,52 @@ class ClusterConfig(Model):
 # --------------------------------------------------------------------------- storage
 
 
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_D_HH_MM = re.compile(r"^[1-7]:([01]\d|2[0-3]):[0-5]\d$")
+_S3_KEY_MAX_BYTES = 1024
+
+
+def _dra_prefix(v: str, purpose: str) -> str:
+    """A data repository association's S3 path is `s3://<the purpose's bucket>/<v>`; `v` must
+    stay inside that bucket and be a directory-like prefix FSx accepts."""
+    example = f"like '{purpose}/'"
+    if "://" in v:
+        allowed = (
+            f"the DRA links a prefix of the {purpose} bucket this stack creates; give only the "
+            f"key prefix inside it, {example}, not a URL"
+        )
+    elif v.startswith("/"):
+        allowed = f"a key prefix inside the {purpose} bucket has no leading '/', {example}"
+    elif not v:
+        allowed = f"give a key prefix inside the {purpose} bucket, {example}"
+    elif any(seg in ("", ".", "..") for seg in v.removesuffix("/").split("/")):
+        allowed = (
+            "'.', '..' and empty ('//') segments would point outside the prefix; write plain "
+            f"segments, {example}"
+        )
+    elif not v.endswith("/"):
+        allowed = f"the prefix of a directory ends with '/', {example}"
+    elif any(ord(c) < 32 or c in "\x7f\x85\u2028\u2029" for c in v):
+        allowed = "FSx rejects control characters and line breaks in a data repository path"
+    elif len(v.encode()) > _S3_KEY_MAX_BYTES:
+        allowed = f"S3 key prefixes are at most {_S3_KEY_MAX_BYTES} bytes"
+    else:
+        return v
+    raise _fail("", v, allowed)
+
+
 class FsxConfig(Model):
-    """FSx for Lustre (PERSISTENT_2) linked to the datasets and checkpoints prefixes."""
+    """FSx for Lustre (PERSISTENT_2) linked to the datasets and checkpoints prefixes.
+
+    Times are UTC, in the formats FSx takes: `HH:MM` daily, `d:HH:MM` weekly (1 = Monday).
+    """
 
     storage_capacity_gib: int = 1200
     throughput_mbps_per_tib: int = 250
     availability_zone: str | None = None
     backup_retention_days: int = Field(default=7, ge=0, le=90)
+    daily_backup_start_utc: str = "03:00"
+    weekly_maintenance_start_utc: str = "7:05:00"
     compression: Literal["LZ4", "NONE"] = "LZ4"
     datasets_prefix: str = "datasets/"
     checkpoints_prefix: str = "checkpoints/"
@@ -461,18 +653,36 @@ class FsxConfig(Model):
     @classmethod
     def _throughput(cls, v: int) -> int:
         if v not in FSX_THROUGHPUT_MBPS_PER_TIB:
-            raise _fail("", v, "PERSISTENT_2 throughput tiers (MB/s/TiB): 125, 250, 500, 1000")
-        return v
-
-    @field_validator("datasets_prefix", "checkpoints_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if v.startswith("/") or ".." in v or not v.endswith("/") or "://" in v:
             raise _fail(
                 "",
                 v,
-                "a key prefix inside the bucket, like 'datasets/' (no leading '/', ends with '/')",
+                "PERSISTENT_2 throughput tiers (MB/s/TiB): "
+                + ", ".join(str(t) for t in FSX_THROUGHPUT_MBPS_PER_TIB),
             )
+        return v
+
+    @field_validator("datasets_prefix")
+    @classmethod
+    def _datasets_prefix(cls, v: str) -> str:
+        return _dra_prefix(v, "datasets")
+
+    @field_validator("checkpoints_prefix")
+    @classmethod
+    def _checkpoints_prefix(cls, v: str) -> str:
+        return _dra_prefix(v, "checkpoints")
+
+    @field_validator("daily_backup_start_utc")
+    @classmethod
+    def _backup_time(cls, v: str) -> str:
+        if not _HH_MM.match(v):
+            raise _fail("", v, "a UTC time HH:MM, like '03:00'")
+        return v
+
+    @field_validator("weekly_maintenance_start_utc")
+    @classmethod
+    def _maintenance_time(cls, v: str) -> str:
+        if not _D_HH_MM.match(v):
+            raise _fail("", v, "a UTC weekday and time d:HH:MM (1 = Monday), like '7:05:00'")
         return v
 
 
@@ -492,7 +702,14 @@ class StorageConfig(Model):
 
 
 class TrainingJobConfig(Model):
-    """A torchrun job of the packaged trainer on a GPU node group."""
+    """A torchrun job of the packaged trainer on a GPU node group.
+
+    `trainer` holds the trainer's own keys (`workloads/training/config.py`: model, steps,
+    batch_size, parallel, data, ...), checked here with the trainer's schema. `data` is
+    `synthetic`, a directory relative to the FSx datasets mount, or an absolute path in the
+    container. Checkpoint and metrics paths are set by the job: on FSx (shared by every
+    node, exported to the checkpoints bucket), or without FSx on the pod's disk, mirrored
+    to the checkpoints bucket by the trainer (one node only)."""
 
     name: DnsLabel
     node_group: str
@@ -509,6 +726,63 @@ class TrainingJobConfig(Model):
     @classmethod
     def _pinned(cls, v: str) -> str:
         return _check_image(v)
+
+    @model_validator(mode="after")
+    def _trainer(self) -> TrainingJobConfig:
+        from workloads.training.config import mapping_problem
+
+        problem = mapping_problem(self.trainer)
+        if problem is not None:
+            key, value, allowed = problem
+            raise _fail(f"trainer.{key}", value, allowed)
+        if not self.use_fsx and self.nodes > 1:
+            raise _fail(
+                "nodes",
+                self.nodes,
+                "a multi-node job needs use_fsx: true (every node writes its shards of a "
+                "checkpoint to one shared file system)",
+            )
+        data = str(self.trainer_value("data", "synthetic"))
+        if data != "synthetic" and not data.startswith("/"):
+            if ".." in data.split("/"):
+                raise _fail("trainer.data", data, "a dataset directory without '..'")
+            if not self.use_fsx:
+                raise _fail(
+                    "trainer.data",
+                    data,
+                    "a dataset directory is read from FSx: set use_fsx: true, or use "
+                    "'synthetic' or an absolute path inside the image",
+                )
+        return self
+
+    def trainer_value(self, key: str, default: Any = None) -> Any:
+        """A trainer key, written snake_case or kebab-case in the stack file."""
+        return self.trainer.get(key, self.trainer.get(key.replace("_", "-"), default))
+
+    def world_size(self, group: GpuNodeGroupConfig) -> int:
+        return self.nodes * group.instance.gpu_count
+
+    def node_group_problem(self, group: GpuNodeGroupConfig) -> tuple[str, Any, str] | None:
+        """(field, value, allowed) when the global batch does not split over the job's
+        ranks (nodes x the node group's GPUs), else None."""
+        world = self.world_size(group)
+        batch = self.trainer_value("batch_size")
+        micro = self.trainer_value("micro_batch_size")
+        ranks = f"{world} ranks ({self.nodes} nodes x {group.instance.gpu_count} GPUs of {group.resolved_instance_type})"
+        if batch is not None and int(batch) % world:
+            return (
+                "trainer.batch_size",
+                batch,
+                f"the global batch must be divisible by the world size: {ranks}",
+            )
+        if batch is not None and micro is not None and (int(batch) // world) % int(micro):
+            return (
+                "trainer.micro_batch_size",
+                micro,
+                f"must divide the per-rank batch: batch_size {batch} / {ranks} = "
+                f"{int(batch) // world}",
+            )
+        return None
 
 
 class ServingConfig(Model):
@@ -528,7 +802,14 @@ class ServingConfig(Model):
     dtype: Literal["auto", "bfloat16", "float16"] = "bfloat16"
     quantization: Literal["awq", "gptq", "fp8"] | None = None
     gpu_memory_utilization: float = Field(default=0.90, ge=0.5, le=0.98)
+    # 2 x layers x KV heads x head dim x 2 bytes, from the model's config.json; unset: the
+    # fit check's reference shape for the parameter count (workloads/serving/fit.py)
+    kv_cache_bytes_per_token: int | None = Field(default=None, ge=1)
     loader: Literal["init_sync", "s3_streamer"] = "init_sync"
+    # unset: sized from the checkpoint size (workloads/serving/service.py)
+    startup_timeout_minutes: int | None = Field(default=None, ge=5, le=240)
+    # scale out when more requests than this wait per replica (KEDA)
+    target_requests_waiting: int = Field(default=4, ge=1)
     namespace: DnsLabel = "serving"
     image: str = "vllm/vllm-openai:v0.11.0"
     api_key_required: bool = True
@@ -547,12 +828,31 @@ class ServingConfig(Model):
             raise _fail(
                 "replicas_max", self.replicas_max, f"must be ≥ replicas_min ({self.replicas_min})"
             )
-        if self.model_prefix.startswith("/") or not self.model_prefix.endswith("/"):
+        if self.replicas_min == 0:
+            raise _fail(
+                "replicas_min",
+                0,
+                "must be ≥ 1: the autoscaling signal (waiting requests) comes from running "
+                "replicas, so an endpoint at zero would never scale up; remove the entry instead",
+            )
+        if (
+            self.model_prefix.startswith("/")
+            or not self.model_prefix.endswith("/")
+            or ".." in self.model_prefix
+            or "://" in self.model_prefix
+        ):
             raise _fail(
                 "model_prefix",
                 self.model_prefix,
                 "a key prefix in the models bucket, like 'llama-3-8b/'",
             )
+        for i, cidr in enumerate(self.allowed_cidrs):
+            if cidr.prefixlen == 0:
+                raise _fail(
+                    f"allowed_cidrs[{i}]",
+                    str(cidr),
+                    "0.0.0.0/0 admits every source; list the client ranges",
+                )
         return self
 
 
@@ -568,12 +868,24 @@ def _check_image(v: str) -> str:
 
 
 class WaiverConfig(Model):
-    """A policy finding accepted on purpose, until a date."""
+    """A policy finding accepted on purpose, until a date (good through that day).
+
+    `resource` is a resource name or URN, `*`/`?` globs allowed (`*` alone also covers
+    stack-level findings)."""
 
     rule: str
-    resource: str
+    resource: str = Field(min_length=1)
     reason: str = Field(min_length=10)
     expires: date
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        from policies.rules.ids import WAIVABLE_RULE_IDS
+
+        if v not in WAIVABLE_RULE_IDS:
+            raise _fail("", v, "a policy rule id: " + ", ".join(WAIVABLE_RULE_IDS))
+        return v
 
 
 class PoliciesConfig(Model):
@@ -582,7 +894,33 @@ class PoliciesConfig(Model):
     enforcement: Literal["advisory", "mandatory"] | None = None
     gpu_budget: int | None = Field(default=None, ge=0)
     required_tags: list[str] = ["team", "cost-center"]
+    # Ports a public load balancer may open to 0.0.0.0/0 (sg-no-open-ingress); none by default.
+    public_ingress_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     waivers: list[WaiverConfig] = []
+
+
+# --------------------------------------------------------------------------- ci/cd
+
+
+class CiConfig(Model):
+    """Optional bootstrap of GitHub Actions access: the account's GitHub OIDC provider and
+    the roles the pull-request preview and the deploy workflow assume (no long-lived keys)."""
+
+    github_repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    create_oidc_provider: bool = True
+    existing_oidc_provider_arn: str | None = None
+    deploy_environments: list[DnsLabel] = []
+
+    @model_validator(mode="after")
+    def _provider(self) -> CiConfig:
+        if not self.create_oidc_provider and not self.existing_oidc_provider_arn:
+            raise _fail(
+                "existing_oidc_provider_arn",
+                None,
+                "required when create_oidc_provider is false (the account's "
+                "token.actions.githubusercontent.com provider ARN)",
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- the stack
@@ -605,6 +943,7 @@ class StackConfig(Model):
     serving: list[ServingConfig] = []
     serving_api_key: SecretStr | None = None
     policies: PoliciesConfig = PoliciesConfig()
+    ci: CiConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -621,6 +960,13 @@ class StackConfig(Model):
                     zone,
                     f"{self.region} has zones " + ", ".join(region.zones),
                 )
+        if self.storage.fsx is not None and self.fsx_namespace is None:
+            raise _fail(
+                "storage.fsx",
+                self.storage.fsx.model_dump(mode="json"),
+                "needs a namespace with purpose: training in security.namespaces "
+                "(its PersistentVolumeClaim lives there)",
+            )
         self._check_node_groups(region)
         self._check_workloads()
         if self.storage.fsx and self.storage.fsx.availability_zone is not None:
@@ -724,6 +1070,13 @@ class StackConfig(Model):
                 )
             if job.use_fsx and self.storage.fsx is None:
                 raise _fail(f"{key}.use_fsx", True, "needs storage.fsx, or set use_fsx: false")
+            if job.use_fsx and job.namespace != self.fsx_namespace:
+                raise _fail(
+                    f"{key}.namespace",
+                    job.namespace,
+                    f"jobs that mount FSx run in {self.fsx_namespace!r}, where its one "
+                    "PersistentVolumeClaim is (or set use_fsx: false)",
+                )
         for i, svc in enumerate(self.serving):
             key = f"serving[{i}]"
             group = self.cluster.node_group(svc.node_group)
@@ -746,6 +1099,19 @@ class StackConfig(Model):
                     False,
                     f"an API key is required in {self.environment}",
                 )
+            # lazy: the serving package imports this module
+            from workloads.serving.fit import FitError, check_fit
+
+            try:
+                check_fit(svc, group)
+            except FitError as e:
+                raise _fail(f"{key}.{e.field}", e.value, e.message) from None
+
+    @property
+    def fsx_namespace(self) -> str | None:
+        """The namespace of FSx's PersistentVolumeClaim: the first training namespace (a
+        static PersistentVolume binds exactly one claim)."""
+        return next((ns.name for ns in self.security.namespaces if ns.purpose == "training"), None)
 
     @property
     def prefix(self) -> str:

@@ -207,7 +207,9 @@ def test_object_values_arrive_as_json_strings_from_the_engine():
     raw = copy.deepcopy(raw_config("dev"))
     import json
 
-    engine_style = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in raw.items()}
+    engine_style = {
+        k: (json.dumps(v, default=str) if isinstance(v, dict | list) else v) for k, v in raw.items()
+    }
     assert parse(engine_style) == parse(raw)
 
 
@@ -236,3 +238,25 @@ def test_plan_exits_2_for_a_missing_stack(tmp_path):
     result = CliRunner().invoke(app, ["plan", "--project", str(ROOT), "--stack", "nope"])
     assert result.exit_code == 2
     assert "Pulumi.nope.yaml: no such stack file; stacks here: Pulumi.dev.yaml" in result.output
+
+
+def test_fsx_needs_a_training_namespace_for_its_claim():
+    def mutate(c):
+        c["llmcloud:security"]["namespaces"] = [{"name": "serving", "purpose": "serving"}]
+        c["llmcloud:training"] = []
+        c["llmcloud:serving"][0]["allowed_namespaces"] = []
+
+    assert "llmcloud:storage.fsx = " in broken(mutate)
+    assert "needs a namespace with purpose: training" in broken(mutate)
+
+
+def test_training_jobs_that_mount_fsx_run_where_its_claim_is():
+    def mutate(c):
+        c["llmcloud:security"]["namespaces"].append({"name": "research", "purpose": "training"})
+        c["llmcloud:training"][0]["namespace"] = "research"
+
+    message = broken(mutate)
+    assert (
+        "llmcloud:training[0].namespace = 'research': jobs that mount FSx run in 'training'"
+        in message
+    )

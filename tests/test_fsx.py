@@ -438,5 +438,6 @@ def test_fsx_without_a_training_namespace_for_its_claim_exits_2(tmp_path):
     stack_file.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["plan", "--project", str(project), "--stack", "dev"])
     assert result.exit_code == 2, result.output
-    assert "llmcloud:storage.fsx needs a namespace with purpose: training" in result.output
+    assert "llmcloud:storage.fsx = " in result.output
+    assert "needs a namespace with purpose: training" in result.output
     assert "Traceback" not in result.output

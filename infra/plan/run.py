@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.config import NAMESPACE, ConfigError, StackConfig, load_stack_config
+from infra.config import (
+    NAMESPACE,
+    ConfigError,
+    StackConfig,
+    load_stack_config,
+    read_stack_file,
+    stack_file,
+)
 from infra.cost import estimate_cost
 from infra.plan.engine import Plan, PlanError, evaluate
 from infra.plan.policy_runner import run_policies
@@ -36,22 +43,22 @@ class PlanReport:
         }
 
 
-def uses_llmcloud_config(plan: Plan) -> bool:
-    from infra.config import read_stack_file
-
-    return any(k.startswith(f"{NAMESPACE}:") for k in read_stack_file(plan.stack_file))
+def uses_llmcloud_config(path: Path) -> bool:
+    """Whether a stack file configures llmcloud (any other project plans with defaults)."""
+    return any(k.startswith(f"{NAMESPACE}:") for k in read_stack_file(path))
 
 
 def run_plan(project_dir: Path | str, stack: str) -> PlanReport:
     """Plan one stack of a project. Raises PlanError for anything the user must fix."""
     project_dir = Path(project_dir)
-    plan = evaluate(project_dir, stack)
     config: StackConfig | None = None
-    if uses_llmcloud_config(plan):
-        try:
+    try:
+        if uses_llmcloud_config(stack_file(project_dir, stack)):
+            # Validate first, so errors name the stack file (the program would say "stack X").
             config = load_stack_config(project_dir, stack)
-        except ConfigError as e:
-            raise PlanError(str(e)) from None
+    except ConfigError as e:
+        raise PlanError(str(e)) from None
+    plan = evaluate(project_dir, stack)
     violations = run_policies(plan, config)
     cost = estimate_cost(plan, config)
     return PlanReport(plan=plan, config=config, violations=violations, cost=cost)
