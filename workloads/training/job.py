@@ -1,0 +1,478 @@
+"""`TrainingJob`: one torchrun job of the packaged trainer on a GPU node group.
+
+What it declares, per `training:` entry of the stack config:
+- a service account and its pod role: read the datasets prefix, read/write/delete its own
+  checkpoints prefix (`<checkpoints prefix><job>/`), use the data key; nothing else;
+- an Indexed Job, one pod per node (completions = parallelism = nodes, `restartPolicy:
+  Never`), whose `podFailurePolicy` ignores disruptions (preemption, node drain: the pod is
+  recreated and torchrun re-rendezvouses) and fails the job at once on exit code 2 (bad
+  config: retrying cannot help); a `check-config` init container runs the trainer's own
+  validation first, so a bad config exits 2 before any GPU work;
+- a headless Service: pod `i` is `<job>-i.<service>`, and torchrun's c10d rendezvous runs on
+  pod 0; or, with `jobset: true`, a JobSet (`jobset.x-k8s.io/v1alpha2`), whose controller
+  makes the Service itself;
+- GPUs (`nvidia.com/gpu` = the instance's GPU count) and EFA interfaces
+  (`vpc.amazonaws.com/efa`) from the catalog, node selector and GPU toleration of its node
+  group, `/dev/shm` in memory, the FSx claim at `/fsx` (datasets and checkpoints), the
+  NCCL/libfabric settings for EFA.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import ConfigError, GpuNodeGroupConfig, TrainingJobConfig
+from infra.context import Context
+from infra.fsx import CHECKPOINTS_PATH, DATASETS_PATH
+from infra.iam import PodRole, PodRoleArgs
+from infra.permissions import training_statements
+
+RENDEZVOUS_PORT = 29500
+RUN_AS_USER = 10001  # the image's `trainer` user; above 10000, never a host account
+FSX_MOUNT = "/fsx"
+LOCAL_CHECKPOINTS = "/checkpoints"  # without FSx: the pod's disk, mirrored to S3
+CONFIG_ERROR_EXIT_CODE = 2
+# The pod takes this share of the node's CPU and memory; the rest is for the kubelet and
+# the node's daemons (CNI, device plugins, DCGM, FSx CSI node, Pod Identity agent).
+NODE_SHARE = 0.85
+SHM_MAX_GIB = 64
+SCRATCH_GIB = 50  # /tmp: torch.compile and Triton caches, torchrun's error files
+JOB_LABEL = "llmcloud.io/training-job"
+JOBSET_API = "jobset.x-k8s.io/v1alpha2"
+JOBSET_REPLICATED_JOB = "node"
+
+
+@dataclass(frozen=True)
+class TrainingJobArgs:
+    """Everything one job needs; the Kubernetes provider comes through opts."""
+
+    job: TrainingJobConfig
+    node_group: GpuNodeGroupConfig
+    cluster_name: pulumi.Input[str]
+    datasets_bucket_arn: pulumi.Input[str]
+    datasets_bucket_name: pulumi.Input[str]
+    checkpoints_bucket_arn: pulumi.Input[str]
+    checkpoints_bucket_name: pulumi.Input[str]
+    data_key_arn: pulumi.Input[str]
+    datasets_prefix: str = "datasets/"
+    checkpoints_prefix: str = "checkpoints/"
+    # the FSx for Lustre claim in the job's namespace (`Lustre.pvc_name`); None: no FSx
+    fsx_pvc_name: str | None = None
+    namespace: str | None = None  # default: the job's `namespace`
+    pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
+    oidc_provider_arn: pulumi.Input[str] | None = None
+    oidc_issuer: pulumi.Input[str] | None = None
+    # what the Kubernetes objects wait for (the namespace, the FSx claim, device plugins)
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+# --------------------------------------------------------------------------- derived values
+
+
+def check_job(job: TrainingJobConfig, group: GpuNodeGroupConfig) -> None:
+    """The checks that need both the job and its node group, as a user error."""
+    if group.name != job.node_group:
+        raise ConfigError(
+            f"training job {job.name}: node_group = {job.node_group!r}: the TrainingJob was "
+            f"given node group {group.name!r}"
+        )
+    problem = job.node_group_problem(group)
+    if problem is not None:
+        field, value, allowed = problem
+        raise ConfigError(f"training job {job.name}: {field} = {value!r}: {allowed}")
+
+
+def service_name(job: TrainingJobConfig) -> str:
+    return f"rdzv-{job.name}"
+
+
+def rendezvous_host(job: TrainingJobConfig) -> str:
+    """The stable DNS name of the pod that hosts the c10d store (index 0)."""
+    if job.jobset:  # <jobset>-<replicated job>-<job index>-<pod index>.<subdomain>
+        return f"{job.name}-{JOBSET_REPLICATED_JOB}-0-0.{job.name}"
+    return f"{job.name}-0.{service_name(job)}"
+
+
+def checkpoint_dir(job: TrainingJobConfig) -> str:
+    if job.use_fsx:
+        return f"{FSX_MOUNT}{CHECKPOINTS_PATH}/{job.name}"
+    return LOCAL_CHECKPOINTS
+
+
+def data_path(job: TrainingJobConfig) -> str:
+    data = str(job.trainer_value("data", "synthetic"))
+    if data == "synthetic" or data.startswith("/"):
+        return data
+    return f"{FSX_MOUNT}{DATASETS_PATH}/{data.strip('/')}"
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def trainer_args(
+    job: TrainingJobConfig, checkpoint_upload: pulumi.Input[str] | None = None
+) -> list[pulumi.Input[str]]:
+    """The trainer's flags: the stack's `trainer:` keys, then the paths the job owns."""
+    args: list[pulumi.Input[str]] = []
+    for key, value in job.trainer.items():
+        if key.replace("-", "_") == "data":
+            continue
+        args.append(f"--{key.replace('_', '-')}={_flag_value(value)}")
+    ckpt = checkpoint_dir(job)
+    args += [f"--data={data_path(job)}", f"--checkpoint-dir={ckpt}"]
+    args.append(f"--metrics-file={ckpt}/metrics.jsonl")
+    if checkpoint_upload is not None:
+        args.append(pulumi.Output.concat("--checkpoint-upload=", checkpoint_upload))
+    return args
+
+
+def torchrun_args(job: TrainingJobConfig, group: GpuNodeGroupConfig) -> list[str]:
+    """torchrun's own flags: one agent per node, one worker per GPU, c10d on pod 0."""
+    return [
+        f"--nnodes={job.nodes}",
+        f"--nproc-per-node={group.instance.gpu_count}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={rendezvous_host(job)}:{RENDEZVOUS_PORT}",
+        f"--rdzv-id={job.name}",
+        f"--max-restarts={job.max_restarts}",
+    ]
+
+
+@dataclass(frozen=True)
+class PodSize:
+    cpu: int
+    memory_gib: int
+    shm_gib: int
+    gpus: int
+    efa: int
+
+
+def pod_size(group: GpuNodeGroupConfig) -> PodSize:
+    """One pod per node: the node's GPUs and EFA interfaces, most of its CPU and memory."""
+    instance = group.instance
+    memory_gib = max(4, math.floor(instance.memory_gib * NODE_SHARE))
+    return PodSize(
+        cpu=max(1, math.floor(instance.vcpus * NODE_SHARE)),
+        memory_gib=memory_gib,
+        shm_gib=max(1, min(SHM_MAX_GIB, memory_gib // 4)),
+        gpus=instance.gpu_count,
+        efa=instance.efa_interfaces if group.efa_enabled else 0,
+    )
+
+
+def environment(group: GpuNodeGroupConfig, region: str) -> list[dict[str, str]]:
+    env = {
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # the root file system is read-only
+        "HOME": "/tmp",
+        "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor",
+        "TRITON_CACHE_DIR": "/tmp/triton",
+        # a fresh rendezvous store per restart: node restart counts can differ
+        # (pytorch/pytorch#135712)
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        "AWS_REGION": region,
+    }
+    if group.efa_enabled:
+        env.update(
+            {
+                "FI_PROVIDER": "efa",
+                "FI_EFA_FORK_SAFE": "1",
+                "FI_EFA_USE_HUGE_PAGE": "0",  # no hugepages reserved on the nodes
+                "NCCL_DEBUG": "WARN",
+                "NCCL_SOCKET_IFNAME": "^lo,docker",
+            }
+        )
+        if group.instance.family.startswith("p"):  # GPUDirect RDMA: p4d, p5, p5e, p5en
+            env["FI_EFA_USE_DEVICE_RDMA"] = "1"
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _security_context(*, root: bool = False) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if root:  # only to hand the job's checkpoint directory on FSx to the trainer user
+        context.update(
+            runAsUser=0, runAsNonRoot=False, capabilities={"drop": ["ALL"], "add": ["CHOWN"]}
+        )
+    else:
+        context.update(runAsUser=RUN_AS_USER, runAsGroup=RUN_AS_USER, runAsNonRoot=True)
+    return context
+
+
+_SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
+
+
+# --------------------------------------------------------------------------- the component
+
+
+class TrainingJob(pulumi.ComponentResource):
+    """One torchrun training job (see the module docstring for what it declares)."""
+
+    service_account: k8s.core.v1.ServiceAccount
+    role: PodRole
+    service: k8s.core.v1.Service | None
+    workload: k8s.batch.v1.Job | k8s.apiextensions.CustomResource
+    rendezvous_endpoint: str
+    checkpoint_uri: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: TrainingJobArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        job, group = args.job, args.node_group
+        check_job(job, group)  # before anything is declared
+        super().__init__("llmcloud:workloads:TrainingJob", name, None, opts)
+        aws_child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
+        ns = args.namespace or job.namespace
+        self._job, self._group, self._ns = job, group, ns
+        self.labels = {
+            "app.kubernetes.io/name": "trainer",
+            "app.kubernetes.io/instance": job.name,
+            "app.kubernetes.io/part-of": "llmcloud",
+            "llmcloud.io/workload": "training",
+            JOB_LABEL: job.name,
+        }
+        meta = {"name": job.name, "namespace": ns, "labels": self.labels}
+        checkpoints_prefix = f"{args.checkpoints_prefix}{job.name}/"
+        self.checkpoint_uri = pulumi.Output.concat(
+            "s3://", args.checkpoints_bucket_name, "/", checkpoints_prefix
+        )
+
+        self.role = PodRole(
+            f"{name}-pod-role",
+            PodRoleArgs(
+                cluster_name=args.cluster_name,
+                namespace=ns,
+                service_account=job.name,
+                statements=training_statements(
+                    args.datasets_bucket_arn,
+                    args.datasets_prefix,
+                    args.checkpoints_bucket_arn,
+                    checkpoints_prefix,
+                    args.data_key_arn,
+                    region=ctx.region,
+                ),
+                mode=args.pod_identity,
+                oidc_provider_arn=args.oidc_provider_arn,
+                oidc_issuer=args.oidc_issuer,
+                description=f"Training job {job.name}: read datasets, write its checkpoints",
+            ),
+            ctx,
+            aws_child,
+        )
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={**meta, "annotations": self.role.service_account_annotations},
+            automount_service_account_token=False,
+            opts=child,
+        )
+
+        upload = None if job.use_fsx else self.checkpoint_uri
+        if job.use_fsx and args.fsx_pvc_name is None:
+            raise ConfigError(
+                f"training job {job.name}: use_fsx = true: the stack has no FSx claim "
+                "(storage.fsx); set use_fsx: false"
+            )
+        pod = self._pod_template(args, trainer_args(job, upload), ctx.region)
+        workload_opts = pulumi.ResourceOptions(
+            parent=self,
+            depends_on=[*args.depends_on, self.service_account],
+            # a Job's pod template is immutable: a change replaces the Job
+            delete_before_replace=True,
+        )
+        self.rendezvous_endpoint = f"{rendezvous_host(job)}:{RENDEZVOUS_PORT}"
+        self.service = None
+        if job.jobset:
+            self.workload = k8s.apiextensions.CustomResource(
+                f"{name}-jobset",
+                api_version=JOBSET_API,
+                kind="JobSet",
+                metadata=meta,
+                spec=self._jobset_spec(pod),
+                opts=workload_opts,
+            )
+        else:
+            self.service = k8s.core.v1.Service(
+                f"{name}-rendezvous",
+                metadata={**meta, "name": service_name(job)},
+                spec={
+                    "clusterIP": "None",
+                    "selector": {JOB_LABEL: job.name},
+                    # pods resolve each other before they are ready (there is no probe)
+                    "publishNotReadyAddresses": True,
+                    "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
+                },
+                opts=child,
+            )
+            self.workload = k8s.batch.v1.Job(
+                f"{name}-job",
+                metadata={
+                    **meta,
+                    # `pulumi up` must not wait for a training run to finish
+                    "annotations": {"pulumi.com/skipAwait": "true"},
+                },
+                spec=self._job_spec(pod, backoff_limit=job.backoff_limit),
+                opts=workload_opts,
+            )
+        self.register_outputs(
+            {
+                "role_arn": self.role.role_arn,
+                "rendezvous_endpoint": self.rendezvous_endpoint,
+                "checkpoint_uri": self.checkpoint_uri,
+            }
+        )
+
+    # ------------------------------------------------------------------ pod
+
+    def _pod_template(
+        self, args: TrainingJobArgs, flags: list[pulumi.Input[str]], region: str
+    ) -> dict[str, Any]:
+        job, group = self._job, self._group
+        size = pod_size(group)
+        limits = {
+            "cpu": str(size.cpu),
+            "memory": f"{size.memory_gib}Gi",
+            "nvidia.com/gpu": str(size.gpus),
+        }
+        if size.efa:
+            limits["vpc.amazonaws.com/efa"] = str(size.efa)
+        requests = {**limits, "ephemeral-storage": f"{SCRATCH_GIB}Gi"}
+        volumes: list[dict[str, Any]] = [
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{size.shm_gib}Gi"}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
+        ]
+        mounts = [
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "scratch", "mountPath": "/tmp"},
+        ]
+        init: list[dict[str, Any]] = []
+        if job.use_fsx:
+            volumes.append(
+                {"name": "fsx", "persistentVolumeClaim": {"claimName": args.fsx_pvc_name}}
+            )
+            mounts.append({"name": "fsx", "mountPath": FSX_MOUNT})
+            ckpt = checkpoint_dir(job)
+            init.append(
+                {
+                    "name": "prepare-checkpoints",
+                    "image": job.image,
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"mkdir -p {ckpt} && chown {RUN_AS_USER}:{RUN_AS_USER} {ckpt}",
+                    ],
+                    "securityContext": _security_context(root=True),
+                    "resources": _SMALL,
+                    "volumeMounts": [{"name": "fsx", "mountPath": FSX_MOUNT}],
+                }
+            )
+        else:
+            volumes.append({"name": "checkpoints", "emptyDir": {}})
+            mounts.append({"name": "checkpoints", "mountPath": LOCAL_CHECKPOINTS})
+        init.append(
+            {
+                "name": "check-config",
+                "image": job.image,
+                "command": [
+                    "python",
+                    "-m",
+                    "workloads.training",
+                    "--check-config",
+                    f"--world-size={job.world_size(group)}",
+                    *flags,
+                ],
+                "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                "securityContext": _security_context(),
+                "resources": _SMALL,
+                "volumeMounts": [m for m in mounts if m["name"] in ("fsx", "checkpoints")],
+            }
+        )
+        trainer = {
+            "name": "trainer",
+            "image": job.image,
+            "args": [*torchrun_args(job, group), "-m", "workloads.training", *flags],
+            "env": environment(group, region),
+            "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
+            "resources": {"requests": requests, "limits": limits},
+            "securityContext": _security_context(),
+            "volumeMounts": mounts,
+        }
+        return {
+            "metadata": {"labels": self.labels},
+            "spec": {
+                "serviceAccountName": job.name,
+                "automountServiceAccountToken": False,
+                "restartPolicy": "Never",
+                "subdomain": None if job.jobset else service_name(job),
+                "nodeSelector": {"llmcloud.io/node-group": group.name},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                # per container: only `prepare-checkpoints` runs as root
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "terminationGracePeriodSeconds": 60,
+                "initContainers": init,
+                "containers": [trainer],
+                "volumes": volumes,
+            },
+        }
+
+    def _job_spec(self, pod: dict[str, Any], *, backoff_limit: int) -> dict[str, Any]:
+        nodes = self._job.nodes
+        spec = dict(pod["spec"])
+        if spec.get("subdomain") is None:
+            spec.pop("subdomain", None)
+        return {
+            "completionMode": "Indexed",
+            "completions": nodes,
+            "parallelism": nodes,
+            "backoffLimit": backoff_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"operator": "In", "values": [CONFIG_ERROR_EXIT_CODE]},
+                    },
+                ]
+            },
+            "template": {"metadata": pod["metadata"], "spec": spec},
+        }
+
+    def _jobset_spec(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """One replicated job of `nodes` pods; a failed pod restarts the whole set (up to
+        `backoff_limit` times), a config error (exit 2) fails it."""
+        return {
+            "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+            "failurePolicy": {
+                "maxRestarts": self._job.backoff_limit,
+                "rules": [{"action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}],
+            },
+            "replicatedJobs": [
+                {
+                    "name": JOBSET_REPLICATED_JOB,
+                    "replicas": 1,
+                    "template": {"spec": self._job_spec(pod, backoff_limit=0)},
+                }
+            ],
+        }
