@@ -1058,6 +1058,9 @@ class StackConfig(Model):
                     if self.cluster.gpu_node_groups
                     else "the cluster has no gpu_node_groups",
                 )
+            problem = job.node_group_problem(group)
+            if problem is not None:
+                raise _fail(f"{key}.{problem[0]}", problem[1], problem[2])
             if job.nodes > group.max_size:
                 raise _fail(
                     f"{key}.nodes",

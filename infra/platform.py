@@ -26,6 +26,7 @@ from infra.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
 from infra.permissions import staging_statements
 from infra.storage import DataLake, DataLakeArgs
 from workloads.serving.service import VllmService, VllmServiceArgs
+from workloads.training.job import TrainingJob, TrainingJobArgs
 
 
 class Platform:
@@ -163,6 +164,8 @@ class Platform:
                 pod_identity=config.security.pod_identity,
                 oidc_provider_arn=self.cluster.oidc_provider_arn,
                 oidc_issuer=self.cluster.oidc_issuer,
+                vpc_id=self.network.vpc_id,
+                controllers=Addons.controllers_for(config),
                 depends_on=[*self.cluster.ready, *self.access.ready],
             ),
             ctx,
@@ -265,6 +268,42 @@ class Platform:
             )
 
         # --- workloads: training (issue 6) ---------------------------------------------
+        prefixes = config.storage.fsx or FsxConfig()
+        self.training = {
+            job.name: TrainingJob(
+                f"training-{job.name}",
+                TrainingJobArgs(
+                    job=job,
+                    node_group=config.cluster.node_group(job.node_group),
+                    cluster_name=self.cluster.name,
+                    datasets_bucket_arn=self.storage.bucket_arns["datasets"],
+                    datasets_bucket_name=self.storage.bucket_names["datasets"],
+                    checkpoints_bucket_arn=self.storage.bucket_arns["checkpoints"],
+                    checkpoints_bucket_name=self.storage.bucket_names["checkpoints"],
+                    datasets_prefix=prefixes.datasets_prefix,
+                    checkpoints_prefix=prefixes.checkpoints_prefix,
+                    data_key_arn=self.keys.data.arn,
+                    fsx_pvc_name=self.fsx.pvc_name
+                    if self.fsx is not None and job.use_fsx
+                    else None,
+                    pod_identity=config.security.pod_identity,
+                    oidc_provider_arn=self.cluster.oidc_provider_arn,
+                    oidc_issuer=self.cluster.oidc_issuer,
+                    depends_on=[
+                        self.access.namespaces[job.namespace],
+                        self.addons,
+                        *([self.fsx] if self.fsx is not None and job.use_fsx else []),
+                    ],
+                ),
+                ctx,
+                ctx.opts(),
+            )
+            for job in config.training
+        }
+        if self.training:
+            self._outputs.update(
+                training_checkpoints={n: t.checkpoint_uri for n, t in self.training.items()}
+            )
 
         # --- workloads: serving (issue 7) ----------------------------------------------
         api_key = (

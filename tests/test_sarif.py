@@ -64,18 +64,18 @@ def report(tmp_path) -> PlanReport:
 
 @pytest.fixture
 def waived_dev_report(stack_report, tmp_path) -> PlanReport:
-    """Our dev stack with a waiver for its public endpoint in its stack file."""
+    """Our dev stack with this test's waiver (in place of its own) for its public endpoint."""
     dev = stack_report("dev")
     raw = yaml.safe_load(dev.plan.stack_file.read_text())
     policies = raw["config"].setdefault("llmcloud:policies", {})
-    policies.setdefault("waivers", []).append(
+    policies["waivers"] = [
         {
             "rule": "eks-private-endpoint",
             "resource": "cluster-*",
             "reason": "dev API reachable from the office range only",
             "expires": "2099-01-01",
         }
-    )
+    ]
     stack_file = tmp_path / "stacks" / "Pulumi.dev.yaml"
     stack_file.parent.mkdir()
     stack_file.write_text(yaml.safe_dump(raw, sort_keys=False))
