@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from infra import sarif
 from infra.awsclient import aws_errors, error_code
 from infra.config import REQUIRED_CONTROL_PLANE_LOGS, StackConfig
 
@@ -48,7 +49,6 @@ PUBLIC_ACCESS_FLAGS = (
     "BlockPublicPolicy",
     "RestrictPublicBuckets",
 )
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # Error codes of a resource that disappeared between discovery and its check.
 _GONE = frozenset(
     {
@@ -589,62 +589,23 @@ def render_sarif(
 ) -> str:
     """SARIF 2.1.0 in the shape of `llmcloud plan --format sarif`: one result per finding,
     located in the stack file, with the live ARN as the logical location."""
-    rule_index = {r["id"]: r for r in rules}
-    used = sorted({f.rule for f in report.findings})
-    sarif_rules = []
-    for rule_id in used:
-        meta = rule_index.get(rule_id, {})
-        sarif_rules.append(
-            {
-                "id": rule_id,
-                "name": meta.get("name", rule_id),
-                "shortDescription": {"text": meta.get("description", rule_id)},
-                "help": {"text": meta.get("remediation", "")},
-                "properties": {
-                    "tags": list(meta.get("frameworks", [])),
-                    "security-severity": meta.get("security_severity", "5.0"),
-                },
-            }
-        )
     levels = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
-    results = []
-    for f in report.findings:
-        result: dict[str, Any] = {
-            "ruleId": f.rule,
-            "ruleIndex": used.index(f.rule),
-            "level": levels.get(f.severity, "warning"),
-            "message": {"text": f"{f.resource.kind} {f.resource.name}: {f.message}"},
-            "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": location},
-                        "region": {"startLine": 1},
-                    },
-                    "logicalLocations": [
-                        {"fullyQualifiedName": f.resource.arn, "kind": "resource"}
-                    ],
-                }
-            ],
-            "partialFingerprints": {"llmcloudFinding": f"{f.rule}:{f.resource.arn}"},
-        }
-        if f.waived:
-            result["suppressions"] = [{"kind": "external", "justification": f.waiver_reason or ""}]
-        results.append(result)
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "llmcloud",
-                        "informationUri": "https://github.com/llmcloud/llmcloud",
-                        "rules": sarif_rules,
-                    }
-                },
-                "automationDetails": {"id": f"llmcloud-audit/{report.stack}/"},
-                "results": results,
-            }
-        ],
-    }
-    return json.dumps(doc, indent=2) + "\n"
+    findings = [
+        sarif.Finding(
+            rule=f.rule,
+            level=levels.get(f.severity, "warning"),
+            text=f.message,
+            name=f"{f.resource.kind} {f.resource.name}",
+            fully_qualified_name=f.resource.arn,
+            properties={"severity": f.severity},
+            suppression=f.waiver_reason or "" if f.waived else None,
+        )
+        for f in report.findings
+    ]
+    return sarif.document(
+        automation_id=f"llmcloud-audit/{report.stack}/",
+        location=location,
+        findings=findings,
+        rules=rules,
+        version=sarif.llmcloud_version(),
+    )

@@ -1044,20 +1044,30 @@ class StackConfig(Model):
                         f"offered in: {', '.join(offered) or 'none'}",
                     )
 
+    def _workload_group(self, key: str, name: str) -> GpuNodeGroupConfig:
+        group = self.cluster.node_group(name)
+        if group is None:
+            groups = ", ".join(g.name for g in self.cluster.gpu_node_groups)
+            raise _fail(
+                f"{key}.node_group",
+                name,
+                f"must name a GPU node group: {groups}"
+                if groups
+                else "the cluster has no gpu_node_groups",
+            )
+        return group
+
+    @staticmethod
+    def _check_namespace(key: str, namespace: str, namespaces: dict[str, Any]) -> None:
+        if namespace not in namespaces:
+            raise _fail(f"{key}.namespace", namespace, "must be one of " + ", ".join(namespaces))
+
     def _check_workloads(self) -> None:
         namespaces = {ns.name: ns for ns in self.security.namespaces}
         for i, job in enumerate(self.training):
             key = f"training[{i}]"
-            group = self.cluster.node_group(job.node_group)
-            if group is None:
-                raise _fail(
-                    f"{key}.node_group",
-                    job.node_group,
-                    "must name a GPU node group: "
-                    + ", ".join(g.name for g in self.cluster.gpu_node_groups)
-                    if self.cluster.gpu_node_groups
-                    else "the cluster has no gpu_node_groups",
-                )
+            group = self._workload_group(key, job.node_group)
+            self._check_namespace(key, job.namespace, namespaces)
             problem = job.node_group_problem(group)
             if problem is not None:
                 raise _fail(f"{key}.{problem[0]}", problem[1], problem[2])
@@ -1066,10 +1076,6 @@ class StackConfig(Model):
                     f"{key}.nodes",
                     job.nodes,
                     f"node group {group.name} scales to at most {group.max_size}",
-                )
-            if job.namespace not in namespaces:
-                raise _fail(
-                    f"{key}.namespace", job.namespace, "must be one of " + ", ".join(namespaces)
                 )
             if job.use_fsx and self.storage.fsx is None:
                 raise _fail(f"{key}.use_fsx", True, "needs storage.fsx, or set use_fsx: false")
@@ -1082,20 +1088,8 @@ class StackConfig(Model):
                 )
         for i, svc in enumerate(self.serving):
             key = f"serving[{i}]"
-            group = self.cluster.node_group(svc.node_group)
-            if group is None:
-                raise _fail(
-                    f"{key}.node_group",
-                    svc.node_group,
-                    "must name a GPU node group: "
-                    + ", ".join(g.name for g in self.cluster.gpu_node_groups)
-                    if self.cluster.gpu_node_groups
-                    else "the cluster has no gpu_node_groups",
-                )
-            if svc.namespace not in namespaces:
-                raise _fail(
-                    f"{key}.namespace", svc.namespace, "must be one of " + ", ".join(namespaces)
-                )
+            group = self._workload_group(key, svc.node_group)
+            self._check_namespace(key, svc.namespace, namespaces)
             if self.environment != "dev" and not svc.api_key_required:
                 raise _fail(
                     f"{key}.api_key_required",

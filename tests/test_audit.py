@@ -447,9 +447,9 @@ def test_cli_reports_drift_as_json_sarif_and_table_with_exit_1(tmp_path):
     run = sarif["runs"][0]
     assert sarif["version"] == "2.1.0"
     assert {r["ruleId"] for r in run["results"]} == {"kms-key-rotation", "s3-public-access-block"}
-    assert [r["id"] for r in run["tool"]["driver"]["rules"]] == sorted(
-        {"kms-key-rotation", "s3-public-access-block"}
-    )
+    rule_ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    assert {"kms-key-rotation", "s3-public-access-block"} <= set(rule_ids)
+    assert all(rule_ids[r["ruleIndex"]] == r["ruleId"] for r in run["results"])
     location = run["results"][0]["locations"][0]
     assert location["physicalLocation"]["artifactLocation"]["uri"] == "stacks/Pulumi.dev.yaml"
     assert location["logicalLocations"][0]["fullyQualifiedName"].startswith("arn:aws:")

@@ -3,7 +3,6 @@ requests (Markdown with a Mermaid graph of the components, which GitHub renders)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -14,13 +13,13 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from infra import sarif
 from infra.catalog import load_catalog
 from infra.plan.engine import Plan, Resource
 from infra.plan.results import HOURS_PER_MONTH
 from infra.plan.run import PlanReport
 
 FORMATS = ("table", "json", "markdown", "sarif")
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def short_type(token: str) -> str:
@@ -262,8 +261,6 @@ def _md(text: str) -> str:
 
 # ----------------------------------------------------------------------------- sarif
 
-_SECURITY_SEVERITY = {"low": "3.0", "medium": "5.5", "high": "8.0", "critical": "9.5"}
-
 
 def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> str:
     """SARIF 2.1.0 for GitHub code scanning.
@@ -278,95 +275,29 @@ def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> st
     except ValueError:
         location = plan.stack_file.as_posix()
     stack_lines = _stack_file_lines(plan)
-    metadata = {r["id"]: r for r in rules}
-    ids = list(metadata) + sorted({v.policy for v in report.violations} - set(metadata))
-    sarif_rules = [_sarif_rule(rule_id, metadata.get(rule_id, {})) for rule_id in ids]
-    results = []
-    for v in sorted(report.violations, key=lambda v: (v.policy, v.urn or "", v.message)):
-        line = _waiver_line(stack_lines, v.policy) if v.waived else 1
-        result: dict[str, Any] = {
-            "ruleId": v.policy,
-            "ruleIndex": ids.index(v.policy),
-            "level": "error" if v.enforcement == "mandatory" else "warning",
-            "message": {"text": f"{_urn_name(v.urn)}: {v.message}"},
-            "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": location},
-                        "region": {"startLine": line},
-                    },
-                    "logicalLocations": [
-                        {
-                            "name": _urn_name(v.urn),
-                            "fullyQualifiedName": v.urn or f"{plan.project}/{plan.stack}",
-                            "kind": "resource" if v.urn else "module",
-                        }
-                    ],
-                }
-            ],
-            "partialFingerprints": {
-                "llmcloudFinding/v1": hashlib.sha256(
-                    f"{v.policy}|{v.urn or plan.stack}".encode()
-                ).hexdigest()
-            },
-            "properties": {"enforcement": v.enforcement, "severity": v.severity},
-        }
-        if v.waived:
-            result["suppressions"] = [
-                {
-                    "kind": "external",
-                    "status": "accepted",
-                    "justification": f"{v.waiver_reason} (waiver expires {v.waiver_expires})",
-                }
-            ]
-        results.append(result)
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "llmcloud",
-                        "informationUri": "https://github.com/llmcloud/llmcloud",
-                        "semanticVersion": _llmcloud_version(),
-                        "rules": sarif_rules,
-                    }
-                },
-                "automationDetails": {"id": f"llmcloud-plan/{plan.stack}/"},
-                "invocations": [{"executionSuccessful": True}],
-                "results": results,
-            }
-        ],
-    }
-    return json.dumps(doc, indent=2) + "\n"
-
-
-def _sarif_rule(rule_id: str, meta: dict[str, Any]) -> dict[str, Any]:
-    description = meta.get("description", rule_id)
-    remediation = meta.get("remediation", "")
-    frameworks = list(meta.get("frameworks", []))
-    severity = meta.get("severity", "medium")
-    help_md = f"**{meta.get('name', rule_id)}**\n\n{description}\n\n**Remediation:** {remediation}"
-    if frameworks:
-        help_md += "\n\n**Frameworks:** " + "; ".join(frameworks)
-    return {
-        "id": rule_id,
-        "name": "".join(part.capitalize() for part in rule_id.split("-")),
-        "shortDescription": {"text": meta.get("name", rule_id)},
-        "fullDescription": {"text": description},
-        "help": {"text": remediation or description, "markdown": help_md},
-        "defaultConfiguration": {
-            "level": "error" if severity in ("high", "critical") else "warning"
-        },
-        "properties": {
-            "tags": ["security", *meta.get("tags", [])],
-            "precision": "very-high",
-            "security-severity": meta.get(
-                "security_severity", _SECURITY_SEVERITY.get(severity, "5.5")
-            ),
-        },
-    }
+    findings = [
+        sarif.Finding(
+            rule=v.policy,
+            level="error" if v.enforcement == "mandatory" else "warning",
+            text=v.message,
+            name=_urn_name(v.urn),
+            fully_qualified_name=v.urn or f"{plan.project}/{plan.stack}",
+            kind="resource" if v.urn else "module",
+            line=_waiver_line(stack_lines, v.policy) if v.waived else 1,
+            properties={"enforcement": v.enforcement, "severity": v.severity},
+            suppression=f"{v.waiver_reason} (waiver expires {v.waiver_expires})"
+            if v.waived
+            else None,
+        )
+        for v in report.violations
+    ]
+    return sarif.document(
+        automation_id=f"llmcloud-plan/{plan.stack}/",
+        location=location,
+        findings=findings,
+        rules=rules,
+        version=sarif.llmcloud_version(),
+    )
 
 
 def _stack_file_lines(plan: Plan) -> list[str]:
@@ -382,12 +313,3 @@ def _waiver_line(lines: list[str], rule_id: str) -> int:
         if "rule" in line and rule_id in line:
             return i
     return 1
-
-
-def _llmcloud_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("llmcloud")
-    except PackageNotFoundError:
-        return "0.0.0"
