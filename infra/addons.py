@@ -1,5 +1,8 @@
 """Cluster add-ons that run on Kubernetes: the NVIDIA and EFA device plugins, DCGM exporter,
-the metrics stack (kube-prometheus-stack, or the CloudWatch observability EKS add-on), KEDA.
+the metrics stack (kube-prometheus-stack, or the CloudWatch observability EKS add-on), KEDA,
+metrics-server, and the controllers the workloads need: the AWS Load Balancer Controller
+(internal NLBs of serving endpoints), LeaderWorkerSet (multi-node serving replicas) and JobSet
+(training jobs with `jobset: true`).
 
 Helm charts are pinned to exact versions (a chart upgrade is a reviewed change of this
 file, never a surprise of `pulumi up`) and installed with `kubernetes.helm.v3.Release`, which
@@ -8,6 +11,13 @@ the NVIDIA device plugin on GPU nodes of the AL2023 AMI (Bottlerocket's NVIDIA v
 its own), the EFA plugin on EFA nodes, DCGM on every GPU node. Controllers run on the
 system nodes. Prometheus selects every ServiceMonitor and PodMonitor in every namespace, so
 DCGM's and the serving endpoints' monitors are scraped without extra labels.
+
+The workload controllers are installed only where a workload of the stack uses them
+(`WorkloadControllers.for_stack`): each is a webhook and a controller on the system nodes, and
+the Load Balancer Controller holds IAM power over load balancers and security groups that an
+account without NLB endpoints should not hand out. metrics-server is always installed: it is
+tiny, `kubectl top` and any HorizontalPodAutoscaler on CPU or memory need it, and an
+unavailable `metrics.k8s.io` API blocks namespace deletion.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.config import AddonsConfig
+from infra.config import AddonsConfig, ServingConfig, StackConfig
 from infra.context import Context
 from infra.iam import PodRole, PodRoleArgs
 from infra.nodegroups import (
@@ -32,9 +42,12 @@ from infra.nodegroups import (
     NODE_GROUP_LABEL,
     SYSTEM_GROUP,
 )
+from workloads.serving.fit import Topology
 
 MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
+LWS_NAMESPACE = "lws-system"
+JOBSET_NAMESPACE = "jobset-system"
 KUBE_SYSTEM = "kube-system"
 CLOUDWATCH_NAMESPACE = "amazon-cloudwatch"
 STORAGE_CLASS = "gp3-encrypted"
@@ -42,13 +55,22 @@ EBS_CSI_PROVISIONER = "ebs.csi.aws.com"
 HELM_TIMEOUT_S = 900
 
 
+# The Load Balancer Controller's service account; its pod role is bound to exactly this name.
+LB_CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+# The tag the controller puts on every load balancer, target group and security group it creates
+# (value: the cluster name); its IAM policy writes only to resources that carry it.
+LB_CLUSTER_TAG = "elbv2.k8s.aws/cluster"
+
+
 @dataclass(frozen=True)
 class Chart:
-    """A Helm chart at an exact version, from its upstream repository."""
+    """A Helm chart at an exact version, from its upstream repository: an HTTPS chart
+    repository (`repo`), or an OCI registry, where `chart` is the full `oci://` reference and
+    `repo` is None."""
 
     chart: str
     version: str
-    repo: str
+    repo: str | None
 
 
 CHARTS = {
@@ -65,10 +87,48 @@ CHARTS = {
         "kube-prometheus-stack", "79.8.2", "https://prometheus-community.github.io/helm-charts"
     ),
     "keda": Chart("keda", "2.17.2", "https://kedacore.github.io/charts"),
+    "metrics-server": Chart(
+        "metrics-server", "3.13.0", "https://kubernetes-sigs.github.io/metrics-server/"
+    ),
+    # chart 1.14.0 = controller v2.14.0
+    "aws-load-balancer-controller": Chart(
+        "aws-load-balancer-controller", "1.14.0", "https://aws.github.io/eks-charts"
+    ),
+    # LeaderWorkerSet and JobSet publish their charts only to registry.k8s.io (OCI), tagged
+    # with the release tag.
+    "lws": Chart("oci://registry.k8s.io/lws/charts/lws", "v0.7.0", None),
+    "jobset": Chart("oci://registry.k8s.io/jobset/charts/jobset", "v0.12.0", None),
 }
 
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 SYSTEM_NODES = {NODE_GROUP_LABEL: SYSTEM_GROUP}
+
+
+@dataclass(frozen=True)
+class WorkloadControllers:
+    """The controllers the stack's workloads use, derived from its serving and training entries
+    (never asked for: a stack that needs one gets it, one that does not stays without)."""
+
+    # a serving entry with `load_balancer: internal_nlb` (a Service of class service.k8s.aws/nlb)
+    load_balancer: bool = False
+    # a serving entry whose replica spans nodes (gpus_per_replica > the group's GPUs per node)
+    leader_worker_set: bool = False
+    # a training entry with `jobset: true`
+    jobset: bool = False
+
+    @classmethod
+    def for_stack(cls, config: StackConfig) -> WorkloadControllers:
+        def multi_node(svc: ServingConfig) -> bool:
+            group = config.cluster.node_group(svc.node_group)
+            if group is None:  # config validation already rejected this
+                return False
+            return Topology(svc.gpus_per_replica, group.instance.gpu_count).multi_node
+
+        return cls(
+            load_balancer=any(s.load_balancer == "internal_nlb" for s in config.serving),
+            leader_worker_set=any(multi_node(s) for s in config.serving),
+            jobset=any(job.jobset for job in config.training),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +144,9 @@ class AddonsArgs:
     pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
     oidc_provider_arn: pulumi.Input[str] | None = None
     oidc_issuer: pulumi.Input[str] | None = None
+    # the cluster's VPC: the Load Balancer Controller creates its security groups there
+    vpc_id: pulumi.Input[str] | None = None
+    controllers: WorkloadControllers = WorkloadControllers()
     # what must run first: the system nodes and CoreDNS (`Cluster.ready`). Given to every
     # child, since a component's own depends_on does not hold back its children.
     depends_on: Sequence[pulumi.Resource] = ()
@@ -97,6 +160,8 @@ class Addons(pulumi.ComponentResource):
     monitoring_namespace: str
     # whether the Prometheus operator's CRDs (ServiceMonitor, PodMonitor) exist
     prometheus_operator: bool
+    # the Load Balancer Controller's pod role, where the controller is installed
+    load_balancer_controller_role: PodRole | None
 
     def __init__(
         self,
@@ -114,6 +179,7 @@ class Addons(pulumi.ComponentResource):
         self.monitoring_namespace = MONITORING_NAMESPACE
         self.storage_class_name = STORAGE_CLASS
         self.prometheus_operator = cfg.metrics == "prometheus"
+        self.load_balancer_controller_role = None
 
         self.storage_class = k8s.storage.v1.StorageClass(
             f"{name}-{STORAGE_CLASS}",
@@ -188,12 +254,28 @@ class Addons(pulumi.ComponentResource):
                 depends_on=[keda_ns]
                 + ([self.releases["kube-prometheus-stack"]] if self.prometheus_operator else []),
             )
+
+        self._release("metrics-server", KUBE_SYSTEM, metrics_server_values())
+        controllers = args.controllers
+        if controllers.load_balancer:
+            self._load_balancer_controller(args, ctx)
+        if controllers.leader_worker_set:
+            lws_ns = self._namespace(LWS_NAMESPACE, privileged=False)
+            self._release("lws", LWS_NAMESPACE, lws_values(), depends_on=[lws_ns])
+        if controllers.jobset:
+            jobset_ns = self._namespace(JOBSET_NAMESPACE, privileged=False)
+            self._release("jobset", JOBSET_NAMESPACE, jobset_values(), depends_on=[jobset_ns])
         self.register_outputs(
             {
                 "charts": {k: CHARTS[k].version for k in sorted(self.releases)},
                 "storage_class": STORAGE_CLASS,
             }
         )
+
+    @staticmethod
+    def controllers_for(config: StackConfig) -> WorkloadControllers:
+        """The workload controllers a stack needs (for `AddonsArgs.controllers`)."""
+        return WorkloadControllers.for_stack(config)
 
     def _namespace(self, namespace: str, *, privileged: bool) -> k8s.core.v1.Namespace:
         """A namespace for add-ons. Node exporter and DCGM read host devices and namespaces,
@@ -224,7 +306,9 @@ class Addons(pulumi.ComponentResource):
             name=key,
             chart=chart.chart,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+            repository_opts=(
+                k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo) if chart.repo is not None else None
+            ),
             namespace=namespace,
             values=values,
             atomic=True,
@@ -234,6 +318,45 @@ class Addons(pulumi.ComponentResource):
         )
         self.releases[key] = release
         return release
+
+    def _load_balancer_controller(self, args: AddonsArgs, ctx: Context) -> None:
+        """The AWS Load Balancer Controller, for the internal NLBs of serving endpoints, with
+        its pod role. It claims only Services that ask for it (`loadBalancerClass:
+        service.k8s.aws/nlb`): the Service mutator webhook, which would hand it every
+        LoadBalancer Service, is off, and so are the ALB-only integrations (WAF, Shield, the
+        `alb` IngressClass) its policy does not grant."""
+        if args.vpc_id is None:
+            raise ValueError("Addons: the Load Balancer Controller needs AddonsArgs.vpc_id")
+        role = PodRole(
+            f"{self._name}-aws-load-balancer-controller",
+            PodRoleArgs(
+                cluster_name=args.cluster_name,
+                namespace=KUBE_SYSTEM,
+                service_account=LB_CONTROLLER_SERVICE_ACCOUNT,
+                statements=load_balancer_controller_statements(
+                    ctx, cluster_name=args.cluster_name, vpc_id=args.vpc_id
+                ),
+                mode=args.pod_identity,
+                oidc_provider_arn=args.oidc_provider_arn,
+                oidc_issuer=args.oidc_issuer,
+                description="AWS Load Balancer Controller (internal NLBs of serving endpoints)",
+            ),
+            ctx,
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.load_balancer_controller_role = role
+        self._release(
+            "aws-load-balancer-controller",
+            KUBE_SYSTEM,
+            load_balancer_controller_values(
+                cluster_name=args.cluster_name,
+                region=ctx.region,
+                vpc_id=args.vpc_id,
+                service_account_annotations=role.service_account_annotations,
+                default_tags=ctx.config.default_tags,
+            ),
+            depends_on=[role],  # pods start with their credentials already associated
+        )
 
     def _cloudwatch(self, args: AddonsArgs, ctx: Context) -> None:
         """Container Insights with enhanced observability, GPU metrics included. Its log
@@ -343,3 +466,304 @@ def dcgm_values(*, service_monitor: bool) -> dict[str, Any]:
             "limits": {"memory": "1Gi"},
         },
     }
+
+
+def metrics_server_values() -> dict[str, Any]:
+    """metrics-server on the system nodes, two replicas on different nodes: while
+    `metrics.k8s.io` is unavailable, HPAs on CPU stop scaling and namespaces cannot be
+    deleted (the API server cannot list their metrics)."""
+    return {
+        "replicas": 2,
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+        "nodeSelector": SYSTEM_NODES,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/name": "metrics-server",
+                        "app.kubernetes.io/instance": "metrics-server",
+                    }
+                },
+            }
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "200Mi"},
+            "limits": {"memory": "400Mi"},
+        },
+    }
+
+
+def load_balancer_controller_values(
+    *,
+    cluster_name: pulumi.Input[str],
+    region: str,
+    vpc_id: pulumi.Input[str],
+    service_account_annotations: dict[str, pulumi.Output[str]],
+    default_tags: dict[str, str],
+) -> dict[str, Any]:
+    """The controller for NLBs of Services that name its class, and nothing else. Region and
+    VPC are given because pods cannot reach IMDS (hop limit 1) to discover them; the stack's
+    default tags go on every load balancer and security group it creates."""
+    return {
+        "clusterName": cluster_name,
+        "region": region,
+        "vpcId": vpc_id,
+        "replicaCount": 2,
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "serviceAccount": {
+            "create": True,
+            "name": LB_CONTROLLER_SERVICE_ACCOUNT,
+            "annotations": dict(service_account_annotations),  # IRSA only
+        },
+        "nodeSelector": SYSTEM_NODES,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        # claim only Services with loadBalancerClass service.k8s.aws/nlb, not every LoadBalancer
+        "enableServiceMutatorWebhook": False,
+        # ALB-only integrations: not used, and not granted by the IAM policy below
+        "createIngressClassResource": False,
+        "enableShield": False,
+        "enableWaf": False,
+        "enableWafv2": False,
+        "defaultTags": dict(default_tags),
+    }
+
+
+def lws_values() -> dict[str, Any]:
+    """The LeaderWorkerSet controller and its webhooks on the system nodes (the chart's default
+    request, a full core and 1 GiB, is sized for large clusters)."""
+    return {
+        "nodeSelector": SYSTEM_NODES,
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+    }
+
+
+def jobset_values() -> dict[str, Any]:
+    """The JobSet controller and its webhooks on the system nodes. Its ServiceMonitor is off:
+    the metrics endpoint wants a client certificate that our Prometheus does not hold."""
+    return {
+        "controller": {
+            "nodeSelector": SYSTEM_NODES,
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "256Mi"},
+                "limits": {"memory": "1Gi"},
+            },
+        },
+        "prometheus": {"enable": False},
+    }
+
+
+def load_balancer_controller_statements(
+    ctx: Context, *, cluster_name: pulumi.Input[str], vpc_id: pulumi.Input[str]
+) -> list[dict[str, Any]]:
+    """The AWS Load Balancer Controller's permissions, cut down from the reference policy
+    (kubernetes-sigs/aws-load-balancer-controller docs/install/iam_policy.json) to what internal
+    NLBs with instance targets need, with every write scoped:
+
+    - by resource ARN to network load balancers, their listeners and target groups, and
+      security groups of this account and region (the reference writes many of them on `*`);
+    - load balancers, target groups and security groups further by the controller's
+      `elbv2.k8s.aws/cluster` tag, matched to THIS cluster's name (the reference only asks that
+      the tag exists, which lets the controller of another cluster in the account touch ours);
+    - security-group rules by the cluster's VPC: the controller opens the NLB's ports on the
+      nodes' security group, which it did not create and which carries no controller tag
+      (the reference allows that on every security group of the account).
+
+    Left out, because nothing here uses them: ALBs, their rules and listener certificates,
+    WAF/WAFv2, Shield, Cognito, ACM and IAM server certificates (the chart's ALB
+    integrations are switched off to match), and load balancer capacity reservations.
+    Registering targets needs the cluster tag too, so TargetGroupBindings to target groups
+    made outside the controller are not supported."""
+    nlbs = ctx.arn("elasticloadbalancing", "loadbalancer/net/*/*")
+    nlb_listeners = ctx.arn("elasticloadbalancing", "listener/net/*/*/*")
+    target_groups = ctx.arn("elasticloadbalancing", "targetgroup/*/*")
+    security_groups = ctx.arn("ec2", "security-group/*")
+    vpc = pulumi.Output.concat(ctx.arn("ec2", "vpc/"), vpc_id)
+    created_for_us = {f"aws:RequestTag/{LB_CLUSTER_TAG}": cluster_name}
+    ours = {f"aws:ResourceTag/{LB_CLUSTER_TAG}": cluster_name}
+    # a retag neither sets nor removes the cluster tag (the reference checks only the first)
+    keeps_cluster_tag = {
+        "Null": {f"aws:RequestTag/{LB_CLUSTER_TAG}": "true"},
+        "ForAllValues:StringNotEquals": {"aws:TagKeys": [LB_CLUSTER_TAG]},
+    }
+    return [
+        {
+            # first load balancer of the account: ELB's service-linked role, and no other
+            "Sid": "ElbServiceLinkedRole",
+            "Effect": "Allow",
+            "Action": ["iam:CreateServiceLinkedRole"],
+            "Resource": ctx.arn(
+                "iam",
+                "role/aws-service-role/elasticloadbalancing.amazonaws.com/"
+                "AWSServiceRoleForElasticLoadBalancing",
+                region=False,
+            ),
+            "Condition": {
+                "StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}
+            },
+        },
+        {
+            # reads only (these APIs take no resource ARNs): the reference's list
+            "Sid": "Discover",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:DescribeAccountAttributes",
+                "ec2:DescribeAddresses",
+                "ec2:DescribeAvailabilityZones",
+                "ec2:DescribeInternetGateways",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeVpcPeeringConnections",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeInstances",
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeTags",
+                "ec2:GetCoipPoolUsage",
+                "ec2:DescribeCoipPools",
+                "ec2:GetSecurityGroupsForVpc",
+                "elasticloadbalancing:DescribeLoadBalancers",
+                "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                "elasticloadbalancing:DescribeListeners",
+                "elasticloadbalancing:DescribeListenerAttributes",
+                "elasticloadbalancing:DescribeListenerCertificates",
+                "elasticloadbalancing:DescribeSSLPolicies",
+                "elasticloadbalancing:DescribeRules",
+                "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetGroupAttributes",
+                "elasticloadbalancing:DescribeTargetHealth",
+                "elasticloadbalancing:DescribeTags",
+                "elasticloadbalancing:DescribeTrustStores",
+                "elasticloadbalancing:DescribeCapacityReservation",
+            ],
+            "Resource": "*",
+        },
+        {
+            # the NLB's frontend and the shared backend security group: in our VPC only
+            # (reference: CreateSecurityGroup on `*`)
+            "Sid": "CreateSecurityGroupsInClusterVpc",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateSecurityGroup"],
+            "Resource": vpc,
+        },
+        {
+            # ... and only tagged for this cluster at creation (reference: on `*`, untagged)
+            "Sid": "CreateSecurityGroupsTaggedForCluster",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateSecurityGroup"],
+            "Resource": security_groups,
+            "Condition": {"StringEquals": created_for_us},
+        },
+        {
+            "Sid": "TagSecurityGroupsOnCreate",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": security_groups,
+            "Condition": {
+                "StringEquals": {"ec2:CreateAction": "CreateSecurityGroup", **created_for_us}
+            },
+        },
+        {
+            # retag its own groups, never moving the cluster tag
+            "Sid": "RetagOwnSecurityGroups",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+            "Resource": security_groups,
+            "Condition": {**keeps_cluster_tag, "StringEquals": ours},
+        },
+        {
+            # rules on its own groups and on the nodes' group, which it did not create
+            # (reference: on every security group, `*`)
+            "Sid": "SecurityGroupRulesInClusterVpc",
+            "Effect": "Allow",
+            "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+            "Resource": security_groups,
+            "Condition": {"ArnEquals": {"ec2:Vpc": vpc}},
+        },
+        {
+            "Sid": "DeleteOwnSecurityGroups",
+            "Effect": "Allow",
+            "Action": ["ec2:DeleteSecurityGroup"],
+            "Resource": security_groups,
+            "Condition": {"StringEquals": ours},
+        },
+        {
+            # NLBs and target groups only, tagged for this cluster (reference: `*`, any
+            # cluster's tag, ALBs too)
+            "Sid": "CreateNlbsTaggedForCluster",
+            "Effect": "Allow",
+            "Action": [
+                "elasticloadbalancing:CreateLoadBalancer",
+                "elasticloadbalancing:CreateTargetGroup",
+            ],
+            "Resource": [nlbs, target_groups],
+            "Condition": {"StringEquals": created_for_us},
+        },
+        {
+            "Sid": "TagNlbsOnCreate",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:AddTags"],
+            "Resource": [nlbs, target_groups],
+            "Condition": {
+                "StringEquals": {
+                    "elasticloadbalancing:CreateAction": [
+                        "CreateLoadBalancer",
+                        "CreateTargetGroup",
+                    ],
+                    **created_for_us,
+                }
+            },
+        },
+        {
+            "Sid": "RetagOwnNlbs",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+            "Resource": [nlbs, target_groups],
+            "Condition": {**keeps_cluster_tag, "StringEquals": ours},
+        },
+        {
+            # reference: on `*` with any cluster's tag; registering targets on any target group
+            "Sid": "ManageOwnNlbs",
+            "Effect": "Allow",
+            "Action": [
+                "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                "elasticloadbalancing:SetIpAddressType",
+                "elasticloadbalancing:SetSecurityGroups",
+                "elasticloadbalancing:SetSubnets",
+                "elasticloadbalancing:DeleteLoadBalancer",
+                "elasticloadbalancing:ModifyTargetGroup",
+                "elasticloadbalancing:ModifyTargetGroupAttributes",
+                "elasticloadbalancing:DeleteTargetGroup",
+                "elasticloadbalancing:RegisterTargets",
+                "elasticloadbalancing:DeregisterTargets",
+            ],
+            "Resource": [nlbs, target_groups],
+            "Condition": {"StringEquals": ours},
+        },
+        {
+            # listeners are added to its own NLBs only (reference: CreateListener on `*`)
+            "Sid": "AddListenersToOwnNlbs",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:CreateListener"],
+            "Resource": nlbs,
+            "Condition": {"StringEquals": ours},
+        },
+        {
+            # a listener's own tags are not the balancer's: NLB listeners of this account
+            # and region (reference: on `*`, ALB listeners and rules too)
+            "Sid": "ManageNlbListeners",
+            "Effect": "Allow",
+            "Action": [
+                "elasticloadbalancing:DeleteListener",
+                "elasticloadbalancing:ModifyListener",
+                "elasticloadbalancing:ModifyListenerAttributes",
+                "elasticloadbalancing:AddTags",
+                "elasticloadbalancing:RemoveTags",
+            ],
+            "Resource": nlb_listeners,
+        },
+    ]
