@@ -61,8 +61,8 @@ class ClusterAccessArgs:
     pod_identity: bool = True  # allow the Pod Identity agent (False with IRSA)
 
 
-def access_policy_arn(ctx: Context, policy: str) -> pulumi.Output[str]:
-    return ctx.partition.apply(lambda p: f"arn:{p}:eks::aws:cluster-access-policy/{policy}")
+def access_policy_arn(ctx: Context, policy: str) -> str:
+    return f"arn:{ctx.partition}:eks::aws:cluster-access-policy/{policy}"
 
 
 def principal_slug(arn: str) -> str:

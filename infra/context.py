@@ -6,6 +6,7 @@ testable as a function of its arguments.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,8 @@ from infra.config import StackConfig
 class Context:
     config: StackConfig
     aws_provider: aws.Provider
-    account_id: pulumi.Output[str]
-    partition: pulumi.Output[str]
+    account_id: str
+    partition: str
     providers: dict[str, pulumi.ProviderResource] = field(default_factory=dict)
 
     @property
@@ -40,11 +41,9 @@ class Context:
             **kwargs,
         )
 
-    def arn(self, service: str, resource: str, *, region: bool = True) -> pulumi.Output[str]:
+    def arn(self, service: str, resource: str, *, region: bool = True) -> str:
         """An ARN in this account: `arn(iam, "role/x", region=False)`."""
-        return pulumi.Output.all(self.partition, self.account_id).apply(
-            lambda pa: f"arn:{pa[0]}:{service}:{self.region if region else ''}:{pa[1]}:{resource}"
-        )
+        return f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account_id}:{resource}"
 
 
 def make_context(config: StackConfig) -> Context:
@@ -53,9 +52,11 @@ def make_context(config: StackConfig) -> Context:
         region=config.region,
         default_tags=aws.ProviderDefaultTagsArgs(tags=config.default_tags),
     )
+    # Plain (blocking) invokes: the account and partition are facts every ARN needs, and as
+    # strings they cost nothing where an Output would cost an apply per ARN.
     invoke = pulumi.InvokeOptions(provider=provider)
-    identity = aws.get_caller_identity_output(opts=invoke)
-    partition = aws.get_partition_output(opts=invoke)
+    identity = aws.get_caller_identity(opts=invoke)
+    partition = aws.get_partition(opts=invoke)
     return Context(
         config=config,
         aws_provider=provider,
@@ -68,10 +69,46 @@ def policy_document(statements: list[dict[str, Any]]) -> pulumi.Output[str]:
     """An IAM policy document as JSON, resolving any Outputs inside the statements.
 
     Built in Python rather than with `aws.iam.get_policy_document`: no provider call, and
-    the plan shows exactly the JSON that IAM receives."""
-    return pulumi.Output.from_input({"Version": "2012-10-17", "Statement": statements}).apply(
-        lambda doc: json.dumps(doc, sort_keys=True)
+    the plan shows exactly the JSON that IAM receives. Only the Outputs inside are awaited
+    (one `Output.all`), not every nested dict and list, which keeps large programs fast."""
+    document = {"Version": "2012-10-17", "Statement": statements}
+    outputs: list[Any] = []
+    template = _hole_out(document, outputs)
+    if not outputs:
+        return pulumi.Output.from_input(json.dumps(document, sort_keys=True))
+    return pulumi.Output.all(*outputs).apply(
+        lambda values: json.dumps(_fill(template, values), sort_keys=True)
     )
+
+
+class _Hole:
+    """Where the n-th Output of a document goes once resolved."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _hole_out(value: Any, outputs: list[Any]) -> Any:
+    if isinstance(value, pulumi.Output) or inspect.isawaitable(value):
+        outputs.append(value)
+        return _Hole(len(outputs) - 1)
+    if isinstance(value, dict):
+        return {k: _hole_out(v, outputs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hole_out(v, outputs) for v in value]
+    return value
+
+
+def _fill(template: Any, values: list[Any]) -> Any:
+    if isinstance(template, _Hole):
+        return values[template.index]
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    return template
 
 
 def name_tag(name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -241,8 +241,8 @@ class Lustre(pulumi.ComponentResource):
         key. A grant per bucket, limited by the S3 encryption context to that bucket (S3
         Bucket Keys are on, so the context is the bucket ARN). The role exists once the first
         association does."""
-        role_arn = pulumi.Output.all(ctx.partition, ctx.account_id, self.file_system.id).apply(
-            lambda v: f"arn:{v[0]}:iam::{v[1]}:{_FSX_S3_ROLE}{v[2]}"
+        role_arn = self.file_system.id.apply(
+            lambda fs_id: f"arn:{ctx.partition}:iam::{ctx.account_id}:{_FSX_S3_ROLE}{fs_id}"
         )
         associations = [self.datasets_association, self.checkpoints_association]
         for purpose, bucket_arn in (

@@ -39,9 +39,9 @@ NODE_MANAGED_POLICIES = (
 CLUSTER_MANAGED_POLICIES = ("AmazonEKSClusterPolicy",)
 
 
-def managed_policy_arn(ctx: Context, name: str) -> pulumi.Output[str]:
+def managed_policy_arn(ctx: Context, name: str) -> str:
     """ARN of an AWS managed policy; `name` may carry its path (`service-role/X`)."""
-    return ctx.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/{name}")
+    return f"arn:{ctx.partition}:iam::aws:policy/{name}"
 
 
 def service_trust(

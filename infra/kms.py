@@ -35,7 +35,7 @@ def trail_name(prefix: str) -> str:
     return f"{prefix}{TRAIL_SUFFIX}"
 
 
-def trail_arn(ctx: Context) -> pulumi.Output[str]:
+def trail_arn(ctx: Context) -> str:
     """ARN of the stack's trail (a multi-region trail lives in its home region)."""
     return ctx.arn("cloudtrail", f"trail/{trail_name(ctx.prefix)}")
 
@@ -44,9 +44,7 @@ def cloudtrail_statements(ctx: Context) -> list[dict]:
     """What CloudTrail needs on the logs key, as AWS documents it: data keys for this
     trail's log files (bound by encryption context and source ARN), and DescribeKey,
     which carries no encryption context and would fail under that condition."""
-    account_trails = pulumi.Output.all(ctx.partition, ctx.account_id).apply(
-        lambda pa: f"arn:{pa[0]}:cloudtrail:*:{pa[1]}:trail/*"
-    )
+    account_trails = f"arn:{ctx.partition}:cloudtrail:*:{ctx.account_id}:trail/*"
     return [
         {
             "Sid": "CloudTrailEncryptsItsLogs",

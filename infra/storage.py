@@ -152,7 +152,7 @@ class DataLake(pulumi.ComponentResource):
 
     def _bucket(self, purpose: str) -> aws.s3.Bucket:
         ctx = self._ctx
-        name = ctx.account_id.apply(lambda account: f"{ctx.prefix}-{purpose}-{account}")
+        name = f"{ctx.prefix}-{purpose}-{ctx.account_id}"
         return aws.s3.Bucket(
             f"{purpose}-bucket",
             bucket=name,

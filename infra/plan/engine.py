@@ -10,6 +10,7 @@ provider, then check every input against the SDK's typed declarations.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -18,6 +19,7 @@ import runpy
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,10 +28,12 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from infra.config import ConfigError, read_project, read_stack_file, stack_file
 from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
@@ -126,24 +130,46 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self._lock = threading.Lock()
 
     def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        inputs = (
-            {}
-            if request.type == "pulumi:pulumi:Stack"
-            else _plain(rpc.deserialize_properties(request.object))
+        """What MockMonitor.RegisterResource does, deserializing the inputs once and keeping
+        them (the stock monitor hands them to the mocks and drops them)."""
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            with self._lock:
+                self.recorded.append(
+                    Resource(
+                        urn=urn,
+                        type=request.type,
+                        name=request.name,
+                        parent=None,
+                        custom=False,
+                        inputs={},
+                    )
+                )
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        resource_id, state = self.mocks.new_resource(
+            pulumi.runtime.MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=inputs,
+                provider=request.provider,
+                resource_id=request.importId,
+                custom=request.custom or False,
+            )
         )
-        provider = request.provider.rsplit("::", 1)[0] if request.provider else None
-        registration = self.resources.get(response.urn)
+        response_object = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
         record = Resource(
-            urn=response.urn,
+            urn=urn,
             type=request.type,
             name=request.name,
             parent=request.parent or None,
             custom=bool(request.custom),
-            inputs=inputs,
-            provider=provider,
-            id=registration.id if registration else None,
-            outputs=_plain(registration.state) if registration else {},
+            inputs=_plain(inputs),
+            provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
+            id=resource_id,
+            outputs=_plain(state),
             dependencies=list(request.dependencies),
             property_dependencies={
                 key: list(deps.urns) for key, deps in request.propertyDependencies.items()
@@ -153,7 +179,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         with self._lock:
             self.recorded.append(record)
-        return response
+        return resource_pb2.RegisterResourceResponse(
+            urn=urn, id=resource_id, object=response_object
+        )
 
     def ReadResource(self, request):
         response = super().ReadResource(request)
@@ -219,6 +247,57 @@ def engine_config(raw: dict[str, Any], project: str) -> tuple[dict[str, str], li
         else:
             config[full] = str(value)
     return config, secret_keys
+
+
+def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
+    """`pulumi.runtime.resource._get_stack_trace`, minus reading each frame's source line.
+
+    The SDK captures a stack trace per registration for the engine's display; the mock
+    monitor discards it. Reading the source line of every frame (`traceback.extract_stack`)
+    is a large part of a registration in a program of nested components, so the plan keeps
+    the same frames and positions and skips the lines."""
+    stack = traceback.StackSummary.extract(
+        traceback.walk_stack(sys._getframe(1)), lookup_lines=False
+    )
+    stack.reverse()
+    inits, cut = 0, 0
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i].name == "__init__":
+            inits += 1
+            if inits == 3:
+                cut = i
+                break
+    if cut < 1:
+        return source_pb2.StackTrace()
+    frames = [
+        source_pb2.StackFrame(pc=pulumi_resource._get_source_position_for_frame(frame))
+        for frame in reversed(stack[:cut])
+    ]
+    return source_pb2.StackTrace(frames=frames)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The SDK allocates tens of thousands of short-lived futures and tasks that reference
+    each other; with the cyclic collector on, its passes over the growing heap cost a third
+    of a large plan. A plan is bounded, so collect once afterwards instead."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def _fast_stack_traces() -> Iterator[None]:
+    original = pulumi_resource._get_stack_trace
+    pulumi_resource._get_stack_trace = _stack_trace_without_source_lines
+    try:
+        yield
+    finally:
+        pulumi_resource._get_stack_trace = original
 
 
 @contextmanager
@@ -306,7 +385,7 @@ def evaluate(
                 if await output.is_secret():
                     secret_exports.add(name)
 
-        with _program_environment(project_dir):
+        with _program_environment(project_dir), _fast_stack_traces(), _no_cyclic_gc():
             try:
                 _sync_await(run_pulumi_func(program_and_exports))
             except (ConfigError, pulumi.RunError) as e:
