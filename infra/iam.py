@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 
 from infra.context import Context, policy_document
 from infra.permissions import statement_problems
@@ -230,6 +231,23 @@ class PodRole(pulumi.ComponentResource):
         else:
             self.service_account_annotations = {"eks.amazonaws.com/role-arn": self.role.arn}
         self.register_outputs({"role_arn": self.role.arn})
+
+    def kubernetes_service_account(
+        self, name: str, metadata: dict[str, Any], opts: pulumi.ResourceOptions
+    ) -> k8s.core.v1.ServiceAccount:
+        """The service account this role trusts (annotated for IRSA). Workloads call AWS,
+        not the Kubernetes API, so no API token is mounted into their pods."""
+        return k8s.core.v1.ServiceAccount(
+            name,
+            metadata={
+                **metadata,
+                "name": self.service_account,
+                "namespace": self.namespace,
+                "annotations": self.service_account_annotations,
+            },
+            automount_service_account_token=False,
+            opts=opts,
+        )
 
     @staticmethod
     def _trust(args: PodRoleArgs, ctx: Context) -> pulumi.Output[str]:

@@ -273,12 +273,7 @@ class VllmService(pulumi.ComponentResource):
             ctx,
             aws_child,
         )
-        self.service_account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={**meta, "annotations": self.role.service_account_annotations},
-            automount_service_account_token=False,
-            opts=child,
-        )
+        self.service_account = self.role.kubernetes_service_account(f"{name}-sa", meta, child)
 
         self.api_key_secret = None
         if svc.api_key_required:

@@ -277,12 +277,7 @@ class TrainingJob(pulumi.ComponentResource):
             ctx,
             aws_child,
         )
-        self.service_account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={**meta, "annotations": self.role.service_account_annotations},
-            automount_service_account_token=False,
-            opts=child,
-        )
+        self.service_account = self.role.kubernetes_service_account(f"{name}-sa", meta, child)
 
         upload = None if job.use_fsx else self.checkpoint_uri
         if job.use_fsx and args.fsx_pvc_name is None:
