@@ -30,6 +30,7 @@ from infra.config import ClusterConfig
 from infra.context import Context
 from infra.iam import PodRole, PodRoleArgs
 from infra.nodegroups import NodeGroupCluster, SystemNodeGroup
+from infra.permissions import ebs_csi_kms_statements
 
 OIDC_AUDIENCE = "sts.amazonaws.com"
 KUBE_SYSTEM = "kube-system"
@@ -76,26 +77,6 @@ MANAGED_ADDONS: tuple[ManagedAddon, ...] = (
     ),
     ManagedAddon("aws-fsx-csi-driver", before_nodes=False, service_account="fsx-csi-controller-sa"),
 )
-
-
-def ebs_csi_key_statements(ebs_key_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
-    """The EBS CSI controller creates and attaches volumes encrypted with our EBS key: EBS
-    needs a grant on the key (only for AWS resources) and the data-key operations."""
-    return [
-        {
-            "Sid": "EbsGrantsOnOurKey",
-            "Effect": "Allow",
-            "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
-            "Resource": ebs_key_arn,
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
-        },
-        {
-            "Sid": "EbsEncryptsVolumesWithOurKey",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"],
-            "Resource": ebs_key_arn,
-        },
-    ]
 
 
 def fsx_csi_statements() -> list[dict[str, Any]]:
@@ -273,7 +254,7 @@ class Cluster(pulumi.ComponentResource):
     def _pod_role(self, name: str, addon: ManagedAddon, args: ClusterArgs) -> PodRole:
         statements: list[dict[str, Any]] = []
         if addon.name == "aws-ebs-csi-driver":
-            statements = ebs_csi_key_statements(args.ebs_key_arn)
+            statements = ebs_csi_kms_statements(args.ebs_key_arn)
         elif addon.name == "aws-fsx-csi-driver":
             statements = fsx_csi_statements()
         return PodRole(

@@ -109,7 +109,3 @@ def _fill(template: Any, values: list[Any]) -> Any:
     if isinstance(template, list):
         return [_fill(v, values) for v in template]
     return template
-
-
-def name_tag(name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"Name": name, **(extra or {})}

@@ -168,26 +168,20 @@ def staging_statements(
 
 
 def ebs_csi_kms_statements(ebs_key_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
-    """The EBS CSI driver with a customer-managed key (on top of AmazonEBSCSIDriverPolicy):
-    use of the EBS key, and grants only for AWS resources (EC2 attaching the volume)."""
+    """The EBS CSI controller creates and attaches volumes encrypted with our EBS key: EBS
+    needs a grant on the key (only for AWS resources) and the data-key operations."""
     return [
         {
-            "Sid": "GrantsForAttachedVolumes",
+            "Sid": "EbsGrantsOnOurKey",
             "Effect": "Allow",
             "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
             "Resource": ebs_key_arn,
             "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
         },
         {
-            "Sid": "EncryptVolumes",
+            "Sid": "EbsEncryptsVolumesWithOurKey",
             "Effect": "Allow",
-            "Action": [
-                "kms:Encrypt",
-                "kms:Decrypt",
-                "kms:ReEncrypt*",
-                "kms:GenerateDataKey*",
-                "kms:DescribeKey",
-            ],
+            "Action": ["kms:Decrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"],
             "Resource": ebs_key_arn,
         },
     ]

@@ -185,10 +185,6 @@ def _urn_name(urn: str | None) -> str:
 # ----------------------------------------------------------------------------- markdown
 
 
-def _mermaid_id(urn: str) -> str:
-    return "n" + str(abs(hash(urn)) % 10**10)
-
-
 def render_markdown(report: PlanReport) -> str:
     plan = report.plan
     lines = [f"## llmcloud plan: `{plan.project}` / `{plan.stack}`", ""]
