@@ -4,7 +4,7 @@ Against a local moto_server on 127.0.0.1 that this script starts (a separate pro
 default, like a real endpoint; `--server thread` runs it inside this process), on the
 same generated files (default: 200 files of 4 MiB), same bucket, same SSE-KMS key:
   baseline  a single-threaded loop of `s3.upload_file(...)` (use_threads=False)
-  stage     `infra.stage.stage()`: hashing, listing, parallel uploads with SHA-256
+  stage     `infra.ops.stage.stage()`: hashing, listing, parallel uploads with SHA-256
             checksums, a HEAD per object, the manifest (everything the command does)
   resume    `stage()` again on the same prefix: every file checked and skipped
 Each measured run writes to a fresh prefix; objects are deleted between runs so the
@@ -37,8 +37,8 @@ from boto3.s3.transfer import TransferConfig
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.awsclient import client, parse_s3_url  # noqa: E402
-from infra.stage import MIB, StageOptions, stage  # noqa: E402
+from infra.ops.awsclient import client, parse_s3_url  # noqa: E402
+from infra.ops.stage import MIB, StageOptions, stage  # noqa: E402
 
 REGION = "us-east-1"
 BUCKET = "llm-bench-datasets"

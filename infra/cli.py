@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from infra.awsclient import EndpointUrlOption, RegionOption
+from infra.ops.awsclient import EndpointUrlOption, RegionOption
 
 app = typer.Typer(
     name="llmcloud",
@@ -173,8 +173,8 @@ def stage(
     """
     import botocore.exceptions as bce
 
-    from infra import stage as staging
-    from infra.awsclient import AwsUsageError, parse_s3_url
+    from infra.ops import stage as staging
+    from infra.ops.awsclient import AwsUsageError, parse_s3_url
 
     out = Console()
     try:
@@ -280,8 +280,8 @@ def preflight(
 
     import botocore.exceptions as bce
 
-    from infra.awsclient import AwsUsageError, client
-    from infra.preflight import BotoCapacityApi, render_table, run_preflight
+    from infra.ops.awsclient import AwsUsageError, client
+    from infra.ops.preflight import BotoCapacityApi, render_table, run_preflight
 
     if format not in ("table", "json"):
         raise fail(f"--format {format!r} is not a format; use one of: table, json")
@@ -323,8 +323,8 @@ def audit(
 
     import botocore.exceptions as bce
 
-    from infra import audit as auditing
-    from infra.awsclient import AwsUsageError
+    from infra.ops import audit as auditing
+    from infra.ops.awsclient import AwsUsageError
 
     if format not in ("table", "json", "sarif"):
         raise fail(f"--format {format!r} is not a format; use one of: table, json, sarif")
@@ -379,7 +379,7 @@ def smoke(
 
     Exit 0 every check passed, 1 a check failed (the table says which), 2 usage.
     """
-    from workloads.serving.smoke import SmokeUsageError, render, run_smoke
+    from infra.ops.smoke import SmokeUsageError, render, run_smoke
 
     try:
         result = run_smoke(url, api_key, model=model, timeout_s=timeout)

@@ -11,20 +11,20 @@ from typing import Any
 
 import pulumi
 
-from infra.access import ClusterAccess, ClusterAccessArgs
-from infra.addons import Addons, AddonsArgs
-from infra.audit_trail import AuditTrail, AuditTrailArgs
-from infra.cluster import Cluster, ClusterArgs
+from infra.cluster.addons import Addons, AddonsArgs
+from infra.cluster.eks import Cluster, ClusterArgs
+from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
 from infra.config import FsxConfig, StackConfig
 from infra.context import Context, make_context
-from infra.fsx import Lustre, LustreArgs, training_zone
-from infra.github_oidc import GithubOidc, GithubOidcArgs
-from infra.iam import ClusterRoles, ClusterRolesArgs, DataStagerRole, DataStagerRoleArgs
-from infra.kms import Keys, KeysArgs
-from infra.network import Network, NetworkArgs
-from infra.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
-from infra.permissions import staging_statements
-from infra.storage import DataLake, DataLakeArgs
+from infra.network.vpc import Network, NetworkArgs
+from infra.security.access import ClusterAccess, ClusterAccessArgs
+from infra.security.audit_trail import AuditTrail, AuditTrailArgs
+from infra.security.github_oidc import GithubOidc, GithubOidcArgs
+from infra.security.keys import Keys, KeysArgs
+from infra.security.roles import ClusterRoles, ClusterRolesArgs, DataStagerRole, DataStagerRoleArgs
+from infra.security.statements import staging_statements
+from infra.storage.lake import DataLake, DataLakeArgs
+from infra.storage.lustre import Lustre, LustreArgs, training_zone
 from workloads.serving.service import VllmService, VllmServiceArgs
 from workloads.training.job import TrainingJob, TrainingJobArgs
 

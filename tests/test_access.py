@@ -47,7 +47,7 @@ def config(**security: Any) -> dict[str, Any]:
 PROGRAM = f"""
 import pulumi
 import pulumi_kubernetes as k8s
-from infra.access import ClusterAccess, ClusterAccessArgs
+from infra.security.access import ClusterAccess, ClusterAccessArgs
 from infra.config import config_from_pulumi
 from infra.context import make_context
 

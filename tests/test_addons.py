@@ -14,13 +14,13 @@ import shutil
 import pytest
 import yaml
 
-from infra.addons import CHARTS, LB_CLUSTER_TAG, STORAGE_CLASS, WorkloadControllers
+from infra.cluster.addons import CHARTS, LB_CLUSTER_TAG, STORAGE_CLASS, WorkloadControllers
 from infra.config import parse_stack_config
-from infra.permissions import is_read_only, statement_problems
 from infra.plan.engine import Plan, Resource
 from infra.plan.k8s import manifests, validate_manifests
 from infra.plan.policy_runner import evaluate_policies
 from infra.plan.run import run_plan
+from infra.security.statements import is_read_only, statement_problems
 from policies.rules.base import PolicySettings
 from tests.conftest import ROOT
 
@@ -189,7 +189,7 @@ def test_default_storage_class_encrypts_with_our_ebs_key(prod_plan):
 ADDONS_PROGRAM = """
 import pulumi
 import pulumi_kubernetes as k8s
-from infra.addons import Addons, AddonsArgs, WorkloadControllers
+from infra.cluster.addons import Addons, AddonsArgs, WorkloadControllers
 from infra.config import AddonsConfig, config_from_pulumi
 from infra.context import make_context
 

@@ -14,9 +14,9 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from infra.audit import AUDITED_RULES, AuditClients, run_audit
 from infra.cli import app
 from infra.config import load_stack_config, parse_stack_config
+from infra.ops.audit import AUDITED_RULES, AuditClients, run_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

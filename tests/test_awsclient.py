@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from infra.awsclient import (
+from infra.ops.awsclient import (
     DEFAULT_MAX_ATTEMPTS,
     AwsUsageError,
     EndpointUrlOption,

@@ -9,11 +9,11 @@ import pytest
 
 from infra.catalog import load_catalog
 from infra.config import parse_stack_config
-from infra.cost import estimate_cost, load_prices
-from infra.kms import PURPOSES
-from infra.network import INTERFACE_ENDPOINTS
+from infra.network.vpc import INTERFACE_ENDPOINTS
+from infra.plan.cost import estimate_cost, load_prices
 from infra.plan.report import render_markdown
 from infra.plan.results import HOURS_PER_MONTH
+from infra.security.keys import PURPOSES
 
 PRICES = load_prices()
 CATALOG = load_catalog()

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.config import ConfigError, parse_stack_config
-from infra.fsx import training_zone
 from infra.plan.engine import Plan, Resource, evaluate
 from infra.plan.k8s import manifests, validate_manifests
+from infra.storage.lustre import training_zone
 from tests.conftest import write_project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ import pulumi
 import pulumi_kubernetes as kubernetes
 from infra.config import config_from_pulumi
 from infra.context import make_context
-from infra.fsx import Lustre, LustreArgs
+from infra.storage.lustre import Lustre, LustreArgs
 
 config = config_from_pulumi()
 ctx = make_context(config)

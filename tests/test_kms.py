@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from infra.kms import KEY_ADMIN_ACTIONS, KEY_USE_ACTIONS, PURPOSES
 from infra.plan.engine import Plan, Resource
+from infra.security.keys import KEY_ADMIN_ACTIONS, KEY_USE_ACTIONS, PURPOSES
 
 ACCOUNT = "123456789012"
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"

@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 from infra.catalog import load_catalog
-from infra.config import ConfigError, parse_stack_config
-from infra.nodegroups import (
+from infra.cluster.nodegroups import (
     EfaInterface,
     efa_interfaces,
     max_pods,
     node_user_data,
 )
+from infra.config import ConfigError, parse_stack_config
 from infra.plan.engine import Plan, Resource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,7 +343,7 @@ def test_plan_report_counts_gpus_of_the_node_groups(stack_report):
 GROUP_PROGRAM = """
 import pulumi
 from infra.config import GpuNodeGroupConfig
-from infra.nodegroups import GpuNodeGroup, GpuNodeGroupArgs, NodeGroupCluster
+from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs, NodeGroupCluster
 
 config = pulumi.Config("test")
 cluster = NodeGroupCluster(

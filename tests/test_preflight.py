@@ -19,11 +19,11 @@ from botocore.utils import parse_timestamp
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from infra import awsclient
-from infra.awsclient import AwsUsageError
 from infra.cli import app
 from infra.config import parse_stack_config
-from infra.preflight import BotoCapacityApi, quota_for, run_preflight
+from infra.ops import awsclient
+from infra.ops.awsclient import AwsUsageError
+from infra.ops.preflight import BotoCapacityApi, quota_for, run_preflight
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "aws"
 ROOT = Path(__file__).resolve().parent.parent

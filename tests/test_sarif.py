@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.config import parse_stack_config, read_stack_file
-from infra.cost import estimate_cost
+from infra.plan.cost import estimate_cost
 from infra.plan.policy_runner import evaluate_policies, rule_metadata, run_policies
 from infra.plan.report import render_sarif
 from infra.plan.run import PlanReport

@@ -13,15 +13,15 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.config import load_stack_config
-from infra.iam import NODE_MANAGED_POLICIES, POD_IDENTITY_SERVICE
-from infra.permissions import (
+from infra.plan.engine import Plan, Resource, evaluate
+from infra.security.roles import NODE_MANAGED_POLICIES, POD_IDENTITY_SERVICE
+from infra.security.statements import (
     is_read_only,
     serving_statements,
     staging_statements,
     statement_problems,
     training_statements,
 )
-from infra.plan.engine import Plan, Resource, evaluate
 from tests.conftest import ROOT, write_project
 
 # Service principals the platform's roles may trust, and the components whose roles may
@@ -49,8 +49,8 @@ PROGRAM_HEAD = """
 import pulumi
 from infra.config import config_from_pulumi
 from infra.context import make_context
-from infra.iam import DataStagerRole, DataStagerRoleArgs, PodRole, PodRoleArgs
-from infra.permissions import serving_statements, staging_statements, training_statements
+from infra.security.roles import DataStagerRole, DataStagerRoleArgs, PodRole, PodRoleArgs
+from infra.security.statements import serving_statements, staging_statements, training_statements
 config = config_from_pulumi()
 ctx = make_context(config)
 """

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.cli import app
-from workloads.serving.smoke import SmokeUsageError, base_url, run_smoke, sse_events
+from infra.ops.smoke import SmokeUsageError, base_url, run_smoke, sse_events
 
 KEY = "test-key-0123456789"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

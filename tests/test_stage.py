@@ -22,10 +22,10 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
-from infra import stage as staging
-from infra.awsclient import AwsUsageError, client, parse_s3_url
 from infra.cli import app
-from infra.stage import MANIFEST_NAME, StageOptions, stage, verify
+from infra.ops import stage as staging
+from infra.ops.awsclient import AwsUsageError, client, parse_s3_url
+from infra.ops.stage import MANIFEST_NAME, StageOptions, stage, verify
 
 REGION = "us-east-1"
 MIB = 1024 * 1024

@@ -9,7 +9,7 @@ import pytest
 
 from infra.config import ConfigError
 from infra.plan.engine import Plan, PlanError, Resource
-from infra.storage import DATA_PURPOSES, PURPOSES, check_bucket_prefix
+from infra.storage.lake import DATA_PURPOSES, PURPOSES, check_bucket_prefix
 
 ACCOUNT = "123456789012"
 
@@ -220,7 +220,7 @@ def test_the_plan_refuses_a_bad_bucket_prefix_before_declaring_buckets(plan_prog
     program = """
         from infra.config import config_from_pulumi
         from infra.context import make_context
-        from infra.storage import DataLake, DataLakeArgs
+        from infra.storage.lake import DataLake, DataLakeArgs
 
         config = config_from_pulumi()
         ctx = make_context(config)

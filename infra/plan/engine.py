@@ -65,6 +65,7 @@ class Resource:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     protect: bool = False
     remote: bool = False
+    aliases: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class Resource:
             "name": self.name,
             "parent": self.parent,
             "inputs": self.inputs,
+            "aliases": self.aliases,
         }
 
 
@@ -127,6 +129,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.recorded: list[Resource] = []
+        self._aliases: dict[str, list[str]] = {}  # URN -> the old URNs it answers to
         self._lock = threading.Lock()
 
     def RegisterResource(self, request):
@@ -176,12 +179,43 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             },
             protect=bool(request.protect),
             remote=bool(request.remote),
+            aliases=self._alias_urns(request),
         )
         with self._lock:
             self.recorded.append(record)
         return resource_pb2.RegisterResourceResponse(
             urn=urn, id=resource_id, object=response_object
         )
+
+    def _alias_urns(self, request) -> list[str]:
+        """The old URNs a resource answers to: its own `aliases` (URNs, or specs resolved the
+        way the engine resolves them), then those inherited from an aliased parent (the
+        engine moves a child along with its parent)."""
+        urns = list(request.aliasURNs)
+        for alias in request.aliases:
+            if alias.WhichOneof("alias") == "urn":
+                urns.append(alias.urn)
+                continue
+            spec = alias.spec
+            parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+            urn = self.make_urn(parent, spec.type or request.type, spec.name or request.name)
+            if spec.stack or spec.project:
+                head, project, rest = urn.split("::", 2)
+                stack = spec.stack or head.removeprefix("urn:pulumi:")
+                urn = f"urn:pulumi:{stack}::{spec.project or project}::{rest}"
+            urns.append(urn)
+        parent_name = request.parent.rsplit("::", 1)[-1]
+        for parent_alias in self._aliases.get(request.parent, ()):
+            # A child named after its parent (`f"{name}-data"`) moves with the parent's old
+            # name, as the SDK's and engine's inherited child alias does.
+            name = request.name
+            if name.startswith(parent_name):
+                name = parent_alias.rsplit("::", 1)[-1] + name[len(parent_name) :]
+            urns.append(self.make_urn(parent_alias, request.type, name))
+        found = [u for u in dict.fromkeys(urns) if u]
+        if found:
+            self._aliases[self.make_urn(request.parent, request.type, request.name)] = found
+        return found
 
     def ReadResource(self, request):
         response = super().ReadResource(request)

@@ -13,11 +13,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from infra import sarif
 from infra.catalog import load_catalog
 from infra.plan.engine import Plan, Resource
 from infra.plan.results import HOURS_PER_MONTH
 from infra.plan.run import PlanReport
+from infra.reporting import sarif
 
 FORMATS = ("table", "json", "markdown", "sarif")
 

@@ -14,7 +14,7 @@ from infra.config import (
     read_stack_file,
     stack_file,
 )
-from infra.cost import estimate_cost
+from infra.plan.cost import estimate_cost
 from infra.plan.engine import Plan, PlanError, evaluate
 from infra.plan.policy_runner import run_policies
 from infra.plan.results import CostReport, Violation

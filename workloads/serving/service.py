@@ -30,8 +30,8 @@ import pulumi_random as random
 
 from infra.config import ConfigError, GpuNodeGroupConfig, ServingConfig
 from infra.context import Context
-from infra.iam import PodRole, PodRoleArgs
-from infra.permissions import serving_statements
+from infra.security.roles import PodRole, PodRoleArgs
+from infra.security.statements import serving_statements
 from workloads.serving.fit import GIB, FitError, Topology, check_fit, checkpoint_bytes
 
 PORT = 8000

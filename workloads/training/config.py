@@ -1,7 +1,7 @@
 """The trainer's config: every knob a named, typed value with a default, read from a YAML
 (or JSON) file and overridden by `--flag value` on the command line.
 
-Standard library only: the stack config (`infra/config.py`) validates a TrainingJob's
+Standard library only: the stack config (`infra/config/`) validates a TrainingJob's
 `trainer:` map with this same module, and the container's entry point checks flags with it
 before torch is imported. Bad input raises `ConfigError` with one message that names the
 key, the value and what is allowed; the entry point turns it into exit code 2.

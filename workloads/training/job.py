@@ -29,9 +29,9 @@ import pulumi_kubernetes as k8s
 
 from infra.config import ConfigError, GpuNodeGroupConfig, TrainingJobConfig
 from infra.context import Context
-from infra.fsx import CHECKPOINTS_PATH, DATASETS_PATH
-from infra.iam import PodRole, PodRoleArgs
-from infra.permissions import training_statements
+from infra.security.roles import PodRole, PodRoleArgs
+from infra.security.statements import training_statements
+from infra.storage.lustre import CHECKPOINTS_PATH, DATASETS_PATH
 
 RENDEZVOUS_PORT = 29500
 RUN_AS_USER = 10001  # the image's `trainer` user; above 10000, never a host account

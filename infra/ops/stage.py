@@ -50,7 +50,7 @@ from rich.progress import (
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
-from infra.awsclient import (
+from infra.ops.awsclient import (
     AwsUsageError,
     S3Url,
     aws_errors,

@@ -8,7 +8,7 @@ to do. Commands catch `AwsUsageError` and exit 2 with its message.
 
 Typical use in a command::
 
-    from infra.awsclient import AwsUsageError, EndpointUrlOption, RegionOption, aws_errors, client
+    from infra.ops.awsclient import AwsUsageError, EndpointUrlOption, RegionOption, aws_errors, client
 
     @app.command()
     def preflight(region: RegionOption = None, endpoint_url: EndpointUrlOption = None):

@@ -9,7 +9,7 @@ launches encrypted node volumes) get exactly the operations they perform, scoped
 encryption context or source where KMS supports it. Everyone else (cluster role, pod roles,
 the data stager) gets key use through IAM policies naming the exact key ARN, which the
 root statement permits. FSx for Lustre's per-file-system S3 role gets grants on the data key
-(infra/fsx.py), since its name exists only with the file system.
+(infra/storage/lustre.py), since its name exists only with the file system.
 
 `"Resource": "*"` in a key policy means "this key"; it is not a wildcard grant.
 """
@@ -23,7 +23,7 @@ import pulumi_aws as aws
 
 from infra.context import Context, policy_document
 
-# The account's audit trail (infra/audit_trail.py creates it under exactly this name; the
+# The account's audit trail (infra/security/audit_trail.py creates it under exactly this name; the
 # log bucket policy and the logs key policy name it).
 TRAIL_SUFFIX = "-trail"
 

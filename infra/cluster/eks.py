@@ -26,11 +26,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.cluster.nodegroups import NodeGroupCluster, SystemNodeGroup
 from infra.config import ClusterConfig
 from infra.context import Context
-from infra.iam import PodRole, PodRoleArgs
-from infra.nodegroups import NodeGroupCluster, SystemNodeGroup
-from infra.permissions import ebs_csi_kms_statements
+from infra.security.roles import PodRole, PodRoleArgs
+from infra.security.statements import ebs_csi_kms_statements
 
 OIDC_AUDIENCE = "sts.amazonaws.com"
 KUBE_SYSTEM = "kube-system"

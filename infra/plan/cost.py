@@ -28,7 +28,7 @@ from infra.config import StackConfig
 from infra.plan.engine import Plan, Resource
 from infra.plan.results import HOURS_PER_MONTH, CostItem, CostReport
 
-PRICES_PATH = Path(__file__).resolve().parent / "data" / "prices.json"
+PRICES_PATH = Path(__file__).resolve().parents[1] / "data" / "prices.json"
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -5,7 +5,7 @@ A pod role trusts exactly one Kubernetes service account of one cluster: through
 Identity by default (the trust names the pods.eks.amazonaws.com service and pins the
 namespace, service account and cluster in session-tag conditions), or through the cluster's
 OIDC provider (IRSA) as an option. Its permissions are an inline policy of statements with
-exact ARNs, written by the component that needs them (`infra/permissions.py` builds the
+exact ARNs, written by the component that needs them (`infra/security/statements.py` builds the
 ones for training, serving and staging); PodRole refuses `*` actions and writes on `*`.
 
 `DataStagerRole` is the one role people and CI assume: `llmcloud stage` writes the datasets
@@ -23,7 +23,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.context import Context, policy_document
-from infra.permissions import statement_problems
+from infra.security.statements import statement_problems
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 
@@ -310,7 +310,7 @@ def _refuse_wildcards(owner: str, statements: Sequence[dict[str, Any]]) -> None:
 @dataclass(frozen=True)
 class DataStagerRoleArgs:
     """Who may stage data (IAM role/user ARNs or account roots) and what they may write
-    (`infra.permissions.staging_statements`)."""
+    (`infra.security.statements.staging_statements`)."""
 
     principal_arns: Sequence[str]
     statements: Sequence[dict[str, Any]]

@@ -31,10 +31,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.config import AddonsConfig, ServingConfig, StackConfig
-from infra.context import Context
-from infra.iam import PodRole, PodRoleArgs
-from infra.nodegroups import (
+from infra.cluster.nodegroups import (
     AMI_LABEL,
     EFA_PRESENT_LABEL,
     GPU_PRESENT_LABEL,
@@ -42,6 +39,9 @@ from infra.nodegroups import (
     NODE_GROUP_LABEL,
     SYSTEM_GROUP,
 )
+from infra.config import AddonsConfig, ServingConfig, StackConfig
+from infra.context import Context
+from infra.security.roles import PodRole, PodRoleArgs
 from workloads.serving.fit import Topology
 
 MONITORING_NAMESPACE = "monitoring"

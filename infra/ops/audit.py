@@ -25,9 +25,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra import sarif
-from infra.awsclient import aws_errors, error_code
 from infra.config import REQUIRED_CONTROL_PLANE_LOGS, StackConfig
+from infra.ops.awsclient import aws_errors, error_code
+from infra.reporting import sarif
 
 STACK_TAG, PROJECT_TAG = "llmcloud:stack", "llmcloud:project"
 AUDITED_RULES = (
@@ -137,7 +137,7 @@ class AuditClients:
 
     @classmethod
     def create(cls, region: str, endpoint_url: str | None) -> AuditClients:
-        from infra.awsclient import client
+        from infra.ops.awsclient import client
 
         def make(service: str) -> Any:
             return client(service, region=region, endpoint_url=endpoint_url)

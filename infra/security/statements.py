@@ -5,7 +5,7 @@ Pure functions: they return lists of IAM statements (dicts whose values may be O
 Every statement names an exact bucket ARN, an exact object prefix and an exact key ARN, and
 bucket listing is limited to the prefix by an `s3:prefix` condition.
 
-    from infra.permissions import training_statements
+    from infra.security.statements import training_statements
     PodRole("trainer-gpt-8b", PodRoleArgs(
         cluster_name=cluster.name, namespace="training", service_account="gpt-8b",
         statements=training_statements(

@@ -23,8 +23,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.context import Context, policy_document
-from infra.iam import service_trust
-from infra.kms import trail_name
+from infra.security.keys import trail_name
+from infra.security.roles import service_trust
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pulumi_aws as aws
 
 from infra.config import CiConfig
 from infra.context import Context, policy_document
-from infra.iam import managed_policy_arn
+from infra.security.roles import managed_policy_arn
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 # The thumbprint list is optional for GitHub's issuer since 2023 (IAM trusts its CA

@@ -25,9 +25,9 @@ from typing import Any, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
-from infra.awsclient import aws_errors, error_code
 from infra.catalog import load_catalog
 from infra.config import StackConfig
+from infra.ops.awsclient import aws_errors, error_code
 
 Status = Literal["ok", "warn", "blocked"]
 

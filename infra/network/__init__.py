@@ -1,0 +1,1 @@
+"""The network: VPC, subnets per zone, NAT, endpoints and flow logs (`vpc`)."""

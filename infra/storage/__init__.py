@@ -1,0 +1,1 @@
+"""Data stores: the S3 data lake (`lake`) and FSx for Lustre linked to it (`lustre`)."""
