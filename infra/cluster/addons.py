@@ -31,24 +31,24 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cluster.nodegroups import (
+from infra.config import AddonsConfig, ServingConfig, StackConfig
+from infra.context import Context
+from infra.contracts import (
     AMI_LABEL,
     EFA_PRESENT_LABEL,
     GPU_PRESENT_LABEL,
-    GPU_TAINT_KEY,
+    KUBE_SYSTEM,
+    MONITORING_NAMESPACE,
     NODE_GROUP_LABEL,
     SYSTEM_GROUP,
+    gpu_toleration,
 )
-from infra.config import AddonsConfig, ServingConfig, StackConfig
-from infra.context import Context
 from infra.security.roles import PodRole, PodRoleArgs
 from workloads.serving.fit import Topology
 
-MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
 LWS_NAMESPACE = "lws-system"
 JOBSET_NAMESPACE = "jobset-system"
-KUBE_SYSTEM = "kube-system"
 CLOUDWATCH_NAMESPACE = "amazon-cloudwatch"
 STORAGE_CLASS = "gp3-encrypted"
 EBS_CSI_PROVISIONER = "ebs.csi.aws.com"
@@ -100,7 +100,7 @@ CHARTS = {
     "jobset": Chart("oci://registry.k8s.io/jobset/charts/jobset", "v0.12.0", None),
 }
 
-GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+GPU_TOLERATION = gpu_toleration()
 SYSTEM_NODES = {NODE_GROUP_LABEL: SYSTEM_GROUP}
 
 

@@ -29,11 +29,11 @@ import pulumi_kubernetes as k8s
 from infra.cluster.nodegroups import NodeGroupCluster, SystemNodeGroup
 from infra.config import ClusterConfig
 from infra.context import Context
+from infra.contracts import KUBE_SYSTEM, STS_AUDIENCE
 from infra.security.roles import PodRole, PodRoleArgs
 from infra.security.statements import ebs_csi_kms_statements
 
-OIDC_AUDIENCE = "sts.amazonaws.com"
-KUBE_SYSTEM = "kube-system"
+OIDC_AUDIENCE = STS_AUDIENCE
 
 # VPC CNI: prefix delegation hands each ENI slot a /28 so GPU nodes are not limited by
 # per-ENI secondary IPs; one warm prefix keeps pod start-up fast without hoarding addresses.

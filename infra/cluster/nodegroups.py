@@ -27,15 +27,17 @@ from infra.catalog import InstanceType, load_catalog
 from infra.config import GpuNodeGroupConfig, SystemNodeGroupConfig
 
 # Labels and taint of the cross-team contract (workloads select and tolerate them).
-NODE_GROUP_LABEL = "llmcloud.io/node-group"
-GPU_KIND_LABEL = "llmcloud.io/gpu-kind"
-INSTANCE_TYPE_LABEL = "llmcloud.io/instance-type"
-CAPACITY_LABEL = "llmcloud.io/capacity"
-AMI_LABEL = "llmcloud.io/ami"
-GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-EFA_PRESENT_LABEL = "vpc.amazonaws.com/efa.present"
-GPU_TAINT_KEY = "nvidia.com/gpu"
-SYSTEM_GROUP = "system"
+from infra.contracts import (
+    AMI_LABEL,
+    CAPACITY_LABEL,
+    EFA_PRESENT_LABEL,
+    GPU_KIND_LABEL,
+    GPU_PRESENT_LABEL,
+    GPU_TAINT_KEY,
+    INSTANCE_TYPE_LABEL,
+    NODE_GROUP_LABEL,
+    SYSTEM_GROUP,
+)
 
 # Tags of the contract, on node groups and (through the launch template) instances/volumes.
 CAPACITY_TAG = "llmcloud:capacity"

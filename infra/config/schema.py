@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from infra.catalog import load_catalog
+from infra.contracts import KUBE_SYSTEM, MONITORING_NAMESPACE, RESERVED_NAMESPACES
 
 NAMESPACE = "llmcloud"
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -195,7 +196,7 @@ _ROLE_OR_USER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.
 _ACCOUNT_ROOT_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:root$")
 # A Kubernetes resource quantity: 512, 1.5, 500m, 4Ti, 16Gi, 1e3.
 _K8S_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e\d+)?$")
-_RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "monitoring")
+_RESERVED_NAMESPACES = RESERVED_NAMESPACES
 
 
 class NamespaceConfig(Model):
@@ -307,7 +308,7 @@ class SecurityConfig(Model):
             if names.count(ns.name) > 1:
                 raise _fail(f"namespaces[{i}].name", ns.name, "namespace names must be unique")
             for j, other in enumerate(ns.allow_from_namespaces):
-                if other not in names and other not in ("kube-system", "monitoring"):
+                if other not in names and other not in (KUBE_SYSTEM, MONITORING_NAMESPACE):
                     raise _fail(
                         f"namespaces[{i}].allow_from_namespaces[{j}]",
                         other,

@@ -34,15 +34,20 @@ import pulumi_kubernetes as k8s
 
 from infra.config import NamespaceConfig
 from infra.context import Context
+from infra.contracts import (
+    DNS_PORT,
+    KUBE_DNS_SELECTOR,
+    KUBE_SYSTEM,
+    MONITORING_NAMESPACE,
+    NAMESPACE_NAME_LABEL,
+    POD_IDENTITY_AGENT_CIDR,
+    POD_IDENTITY_AGENT_PORT,
+)
 
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 VIEW_POLICY = "AmazonEKSViewPolicy"
-MONITORING_NAMESPACE = "monitoring"
-POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
-POD_IDENTITY_AGENT_PORT = 80
 LUSTRE_PORT = 988
 LUSTRE_CLIENT_PORTS = (1018, 1023)
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 
 # Defaults for containers that do not say: enough for sidecars and tools; workloads set
 # their own (GPU pods always do).
@@ -217,7 +222,7 @@ class ClusterAccess(pulumi.ComponentResource):
         def namespace_peer(name: str, pods: dict[str, str] | None = None):
             return netpol.NetworkPolicyPeerArgs(
                 namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                    match_labels={NAMESPACE_LABEL: name}
+                    match_labels={NAMESPACE_NAME_LABEL: name}
                 ),
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=pods) if pods else None,
             )
@@ -233,10 +238,10 @@ class ClusterAccess(pulumi.ComponentResource):
                     ["Egress"],
                     egress=[
                         netpol.NetworkPolicyEgressRuleArgs(
-                            to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
+                            to=[namespace_peer(KUBE_SYSTEM, dict(KUBE_DNS_SELECTOR))],
                             ports=[
-                                netpol.NetworkPolicyPortArgs(protocol="UDP", port=53),
-                                tcp(53),
+                                netpol.NetworkPolicyPortArgs(protocol="UDP", port=DNS_PORT),
+                                tcp(DNS_PORT),
                             ],
                         )
                     ],

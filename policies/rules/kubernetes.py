@@ -18,6 +18,7 @@ from typing import Any
 
 from pulumi_policy import PolicyConfigSchema
 
+from infra.contracts import GPU_RESOURCE, GPU_TAINT_KEY, SYSTEM_NAMESPACES, WORKLOAD_LABEL
 from policies.rules.base import (
     PolicySettings,
     Reporter,
@@ -32,13 +33,10 @@ from policies.rules.base import (
     truthy,
 )
 
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TAINT_KEY = "nvidia.com/gpu"
 SERVING_IMAGE = "vllm/vllm-openai"
-SERVING_LABEL = ("llmcloud.io/workload", "serving")
+SERVING_LABEL = (WORKLOAD_LABEL, "serving")
 API_KEY_ENV = "VLLM_API_KEY"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
 ESCALATING_CAPABILITIES = ("ALL", "SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_MODULE")
 

@@ -30,6 +30,16 @@ import pulumi_random as random
 
 from infra.config import ConfigError, GpuNodeGroupConfig, ServingConfig
 from infra.context import Context
+from infra.contracts import (
+    DNS_PORT,
+    KUBE_DNS_SELECTOR,
+    KUBE_SYSTEM,
+    MONITORING_NAMESPACE,
+    NAMESPACE_NAME_LABEL,
+    POD_IDENTITY_AGENT_CIDR,
+    POD_IDENTITY_AGENT_PORT,
+    RUN_AS_UID,
+)
 from infra.security.roles import PodRole, PodRoleArgs
 from infra.security.statements import serving_statements
 from workloads.serving.fit import GIB, FitError, Topology, check_fit, checkpoint_bytes
@@ -42,8 +52,7 @@ MODELS_DIR = "/models"
 # The images run as root by default and nothing in them needs it. A UID above 10000 never
 # matches a host account; USER/LOGNAME are set because the UID has no passwd entry and
 # torch's compile cache asks getpass.getuser() for a name.
-RUN_AS_USER = 10001
-POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"  # EKS Pod Identity agent on every node
+RUN_AS_USER = RUN_AS_UID
 DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 WAITING_METRIC = "vllm:num_requests_waiting"
 
@@ -90,7 +99,7 @@ class VllmServiceArgs:
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     # labels a Prometheus' podMonitorSelector needs (ours selects every PodMonitor)
     pod_monitor_labels: Mapping[str, str] = field(default_factory=dict)
-    monitoring_namespace: str = "monitoring"
+    monitoring_namespace: str = MONITORING_NAMESPACE
     # what the Kubernetes objects need first: the namespace, and the add-ons whose CRDs and
     # controllers they use (Prometheus operator, KEDA, LeaderWorkerSet)
     depends_on: Sequence[pulumi.Resource] = ()
@@ -614,7 +623,7 @@ class VllmService(pulumi.ComponentResource):
                             "namespaceSelector": {
                                 "matchExpressions": [
                                     {
-                                        "key": "kubernetes.io/metadata.name",
+                                        "key": NAMESPACE_NAME_LABEL,
                                         "operator": "In",
                                         "values": list(svc.allowed_namespaces),
                                     }
@@ -638,9 +647,7 @@ class VllmService(pulumi.ComponentResource):
                     "from": [
                         {
                             "namespaceSelector": {
-                                "matchLabels": {
-                                    "kubernetes.io/metadata.name": args.monitoring_namespace
-                                }
+                                "matchLabels": {NAMESPACE_NAME_LABEL: args.monitoring_namespace}
                             }
                         }
                     ],
@@ -651,13 +658,14 @@ class VllmService(pulumi.ComponentResource):
             {
                 "to": [
                     {
-                        "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                        },
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: KUBE_SYSTEM}},
+                        "podSelector": {"matchLabels": dict(KUBE_DNS_SELECTOR)},
                     }
                 ],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                "ports": [
+                    {"protocol": "UDP", "port": DNS_PORT},
+                    {"protocol": "TCP", "port": DNS_PORT},
+                ],
             },
             {
                 "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
@@ -665,7 +673,7 @@ class VllmService(pulumi.ComponentResource):
             },
             {
                 "to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT_CIDR}}],
-                "ports": [{"protocol": "TCP", "port": 80}],
+                "ports": [{"protocol": "TCP", "port": POD_IDENTITY_AGENT_PORT}],
             },
         ]
         if self.topology.multi_node:  # Ray and NCCL between the pods of a group

@@ -29,12 +29,22 @@ import pulumi_kubernetes as k8s
 
 from infra.config import ConfigError, GpuNodeGroupConfig, TrainingJobConfig
 from infra.context import Context
+from infra.contracts import (
+    EFA_RESOURCE,
+    GPU_RESOURCE,
+    NODE_GROUP_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    RUN_AS_UID,
+    WORKLOAD_LABEL,
+    gpu_toleration,
+)
 from infra.security.roles import PodRole, PodRoleArgs
 from infra.security.statements import training_statements
 from infra.storage.lustre import CHECKPOINTS_PATH, DATASETS_PATH
 
 RENDEZVOUS_PORT = 29500
-RUN_AS_USER = 10001  # the image's `trainer` user; above 10000, never a host account
+RUN_AS_USER = RUN_AS_UID  # the image's `trainer` user
 FSX_MOUNT = "/fsx"
 LOCAL_CHECKPOINTS = "/checkpoints"  # without FSx: the pod's disk, mirrored to S3
 CONFIG_ERROR_EXIT_CODE = 2
@@ -245,8 +255,8 @@ class TrainingJob(pulumi.ComponentResource):
         self.labels = {
             "app.kubernetes.io/name": "trainer",
             "app.kubernetes.io/instance": job.name,
-            "app.kubernetes.io/part-of": "llmcloud",
-            "llmcloud.io/workload": "training",
+            PART_OF_LABEL: PART_OF,
+            WORKLOAD_LABEL: "training",
             JOB_LABEL: job.name,
         }
         meta = {"name": job.name, "namespace": ns, "labels": self.labels}
@@ -344,10 +354,10 @@ class TrainingJob(pulumi.ComponentResource):
         limits = {
             "cpu": str(size.cpu),
             "memory": f"{size.memory_gib}Gi",
-            "nvidia.com/gpu": str(size.gpus),
+            GPU_RESOURCE: str(size.gpus),
         }
         if size.efa:
-            limits["vpc.amazonaws.com/efa"] = str(size.efa)
+            limits[EFA_RESOURCE] = str(size.efa)
         requests = {**limits, "ephemeral-storage": f"{SCRATCH_GIB}Gi"}
         volumes: list[dict[str, Any]] = [
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{size.shm_gib}Gi"}},
@@ -416,10 +426,8 @@ class TrainingJob(pulumi.ComponentResource):
                 "automountServiceAccountToken": False,
                 "restartPolicy": "Never",
                 "subdomain": None if job.jobset else service_name(job),
-                "nodeSelector": {"llmcloud.io/node-group": group.name},
-                "tolerations": [
-                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-                ],
+                "nodeSelector": {NODE_GROUP_LABEL: group.name},
+                "tolerations": [gpu_toleration()],
                 # per container: only `prepare-checkpoints` runs as root
                 "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                 "terminationGracePeriodSeconds": 60,
