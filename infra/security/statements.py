@@ -17,8 +17,10 @@ Prefixes are S3 key prefixes without a leading `/`, ending with `/` ("datasets/"
 "checkpoints/gpt-8b/"), or "" for the whole bucket. `region`, where given, adds a
 `kms:ViaService` condition so the data key is usable only through S3 in that region.
 
-`statement_problems` is the rule the plan's tests apply to every policy: no `*` actions and
-no write actions on `*` resources.
+`statement_problems` is the rule PodRole's guard and the plan's tests apply to every policy:
+no `*` actions and no write actions on `*` resources. Which actions count as writes is
+`infra.security.actions` (AWS's access levels), the same classifier the policy pack's IAM
+rules use.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from typing import Any
 
 import pulumi
 
+# The one read-only classifier, re-exported for the callers of the statement builders.
+from infra.security.actions import allowed_on_any_resource
+from infra.security.actions import is_read_only as is_read_only
+
 S3_READ_OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion"]
 S3_WRITE_OBJECT_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 S3_DELETE_OBJECT_ACTIONS = ["s3:DeleteObject"]
@@ -34,19 +40,6 @@ S3_DELETE_OBJECT_ACTIONS = ["s3:DeleteObject"]
 # multipart upload decrypts it again.
 KMS_READ_ACTIONS = ["kms:Decrypt"]
 KMS_WRITE_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey"]
-
-# Verbs of actions that only read; any other action on "*" counts as a write.
-READ_ONLY_VERBS = (
-    "Describe",
-    "Get",
-    "List",
-    "BatchGet",
-    "BatchCheck",
-    "Head",
-    "Lookup",
-    "Search",
-    "View",
-)
 
 
 def check_prefix(prefix: str) -> str:
@@ -196,14 +189,6 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def is_read_only(action: str) -> bool:
-    """`ec2:DescribeInstances`, `s3:GetObject`, `ec2:Describe*` read; anything else writes."""
-    if action == "*" or ":" not in action:
-        return False
-    verb = action.split(":", 1)[1]
-    return verb not in ("", "*") and verb.startswith(READ_ONLY_VERBS)
-
-
 def statement_problems(statement: dict[str, Any], *, key_policy: bool = False) -> list[str]:
     """What is wrong with one resolved policy statement: a `*` (or `service:*`) action, or
     a write action on `*`. Deny statements restrict and are never a problem. In a KMS key
@@ -229,7 +214,7 @@ def statement_problems(statement: dict[str, Any], *, key_policy: bool = False) -
                 problems.append(f"allows every action: {action}")
     resources = [r for r in _as_list(statement.get("Resource")) if isinstance(r, str)]
     if "*" in resources and not key_policy:
-        writes = [a for a in actions if not is_read_only(a)]
+        writes = [a for a in actions if not allowed_on_any_resource(a)]
         if writes:
             problems.append("allows write actions on every resource: " + ", ".join(writes))
     return problems

@@ -80,6 +80,9 @@ class RuleInfo:
     remediation: str
     controls: tuple[Control, ...] = ()
     kind: str = "resource"  # "resource" | "stack"
+    # False for a rule no waiver may silence (`waiver-expired`). Written as a literal: the
+    # registry reads it from the source (policies/rules/__init__.py).
+    waivable: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -180,9 +183,10 @@ class PolicySettings:
     def supported_eks_versions(self) -> tuple[str, ...]:
         if self.eks_versions:
             return self.eks_versions
-        from infra.config import SUPPORTED_EKS_VERSIONS
+        # the EKS calendar on the day of the check: released and not past extended support
+        from infra.config.eks_versions import load_eks_calendar
 
-        return tuple(SUPPORTED_EKS_VERSIONS)
+        return load_eks_calendar().allowed(self.today)
 
     def with_(self, **changes: Any) -> PolicySettings:
         return replace(self, **changes)

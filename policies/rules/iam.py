@@ -2,6 +2,9 @@
 role/user/group policies, a role's inline policies): no wildcard actions, no write actions
 on `"Resource": "*"`, and no AdministratorAccess-class managed policy on a workload role.
 
+Which actions write is `infra.security.actions` (AWS's access levels): the same classifier
+PodRole's guard uses, so a statement the guard accepts is one this pack accepts.
+
 Trust policies (`assumeRolePolicy`) are not permission documents and are not judged here;
 neither are KMS key policies, whose `"Resource": "*"` means the key itself.
 """
@@ -12,6 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from infra.security.actions import allowed_on_any_resource
 from policies.rules.base import (
     PolicySettings,
     Reporter,
@@ -43,24 +47,6 @@ _ADMIN_ARN = re.compile(
     r"^arn:aws[a-z-]*:iam::aws:policy/(?:[\w+=,.@-]+/)*(" + "|".join(ADMIN_POLICIES) + r")$"
 )
 
-# Verbs that only read. An action matches if its name (after `service:`) starts with one.
-READ_PREFIXES = (
-    "Get",
-    "List",
-    "Describe",
-    "BatchGet",
-    "Head",
-    "View",
-    "Search",
-    "Lookup",
-    "Query",
-    "Scan",
-    "Select",
-)
-# Actions AWS authorizes only on "*" and that cannot reach another principal's resources.
-STAR_ONLY_WRITES = frozenset(
-    {"cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-)
 # Condition keys that scope a "*" statement to tagged resources.
 _TAG_SCOPED = re.compile(r"^[a-z0-9-]+:(ResourceTag|RequestTag)/", re.I)
 
@@ -142,13 +128,6 @@ def check_wildcard_actions(
                 )
 
 
-def _reads_only(action: str) -> bool:
-    if not isinstance(action, str) or ":" not in action:
-        return False
-    verb = action.split(":", 1)[1]
-    return verb != "*" and verb.startswith(READ_PREFIXES)
-
-
 def _tag_scoped(statement: dict[str, Any]) -> bool:
     for conditions in (statement.get("Condition") or {}).values():
         if isinstance(conditions, dict) and any(_TAG_SCOPED.match(k) for k in conditions):
@@ -174,7 +153,7 @@ def check_write_on_wildcard(
                 writes = [
                     str(a)
                     for a in as_list(statement.get("Action"))
-                    if not _reads_only(a) and a not in STAR_ONLY_WRITES
+                    if not allowed_on_any_resource(a)
                 ]
             if writes:
                 report(

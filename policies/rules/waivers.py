@@ -18,6 +18,7 @@ WAIVER_EXPIRED = RuleInfo(
     remediation="Fix the waived finding and delete the waiver, or renew it with a new expiry "
     "date and the reason it is still needed.",
     kind="stack",
+    waivable=False,
 )
 
 
