@@ -5,6 +5,7 @@ schedule, checkpoint discovery, the S3 mirror (moto), the image's Dockerfile (ha
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import shutil
@@ -267,6 +268,33 @@ def test_lr_warms_up_linearly_then_decays_on_a_cosine_to_the_floor():
     assert all(a >= b for a, b in itertools.pairwise(factors))
 
 
+def test_a_resumed_schedule_is_this_runs_schedule_at_the_restored_step():
+    """The scheduler is rebuilt through LambdaLR's public resume path (`initial_lr`,
+    `last_epoch`), so a resume with another --lr or --steps follows the new schedule from
+    the restored step, and steps on exactly as an uninterrupted scheduler would."""
+    import torch
+
+    from workloads.training.loop import build_scheduler, lr_factor
+
+    cfg = TrainConfig(steps=110, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    fresh = torch.optim.AdamW(params, lr=cfg.lr)
+    uninterrupted = build_scheduler(fresh, cfg, 0)
+    for _ in range(40):
+        fresh.step()
+        uninterrupted.step()
+    resumed_opt = torch.optim.AdamW(params, lr=123.0)  # whatever lr the checkpoint held
+    resumed = build_scheduler(resumed_opt, cfg, 40)
+    assert resumed.get_last_lr() == pytest.approx(uninterrupted.get_last_lr())
+    assert resumed.get_last_lr()[0] == pytest.approx(cfg.lr * lr_factor(40, cfg))
+    resumed_opt.step()
+    resumed.step()
+    assert resumed.get_last_lr()[0] == pytest.approx(cfg.lr * lr_factor(41, cfg))
+    halved = dataclasses.replace(cfg, lr=5e-4)
+    again = build_scheduler(torch.optim.AdamW(params, lr=cfg.lr), halved, 40)
+    assert again.get_last_lr()[0] == pytest.approx(5e-4 * lr_factor(40, halved))
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -280,7 +308,7 @@ def _fake_checkpoint(path: Path, complete: bool) -> None:
 
 
 def test_only_published_checkpoints_with_their_marker_are_candidates(tmp_path: Path):
-    from workloads.training.checkpoint import complete_checkpoints
+    from workloads.training.layout import complete_checkpoints
 
     _fake_checkpoint(tmp_path / "step-00000010", complete=True)
     _fake_checkpoint(tmp_path / "step-00000030", complete=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from workloads.training.config import ConfigError, help_text, parse_args
 
@@ -31,12 +32,43 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from workloads.training.loop import train
+    from workloads.training.stopping import exit_code
 
+    cfg = invocation.config
     try:
-        record(train)(invocation.config)
+        result = record(train)(cfg)
     except ConfigError as e:
         return config_error_exit(e)
+    except KeyboardInterrupt:
+        say(f"aborted (second signal); {resume_hint(cfg, None)}")
+        return exit_code(2)
+    if result.signum is not None:
+        saved = Path(result.checkpoint).name if result.checkpoint else None
+        say(f"stopped by {result.stopped_by} at step {result.step}; {resume_hint(cfg, saved)}")
+        return exit_code(result.signum)
     return 0
+
+
+def say(message: str) -> None:
+    """One line on stderr, from rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"workloads.training: {message}", file=sys.stderr, flush=True)
+
+
+def resume_hint(cfg, checkpoint: str | None) -> str:
+    if not cfg.checkpoint_dir:
+        return "no --checkpoint-dir, so a rerun starts from step 0"
+    if checkpoint is None:
+        from workloads.training.layout import complete_checkpoints
+
+        found = complete_checkpoints(Path(cfg.checkpoint_dir))
+        checkpoint = found[-1][1].name if found else None
+    if checkpoint is None:
+        return f"no complete checkpoint in {cfg.checkpoint_dir} yet: a rerun starts from step 0"
+    return (
+        f"last checkpoint {checkpoint} in {cfg.checkpoint_dir}; "
+        "resume by running the same command again"
+    )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
-import sys
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,44 +31,13 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-COMPLETE = "COMPLETE"
-TRAINER_STATE = "trainer.json"
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-FAULT_ENV = "LLMCLOUD_TRAIN_FAULT"
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-def is_complete(path: Path) -> bool:
-    return (path / COMPLETE).is_file() and (path / ".metadata").is_file()
-
-
-def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Published checkpoints, oldest first. Directories without the marker are skipped."""
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and child.is_dir() and is_complete(child):
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def fault_point(kind: str, step: int, rank: int) -> None:
-    """Fault injection for resilience drills and tests: `LLMCLOUD_TRAIN_FAULT=step:N` kills
-    rank 0 with SIGKILL after step N, `save:N` in the middle of saving step N (shards
-    written, not yet published). Fires in the first attempt only, not after a torchrun
-    restart, so the restarted job can finish."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if rank != 0 or spec != f"{kind}:{step}":
-        return
-    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
-        return
-    print(f"[trainer] fault injection: {spec}, SIGKILL", file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+from workloads.training.faults import fault_point
+from workloads.training.layout import (
+    COMPLETE,
+    TRAINER_STATE,
+    complete_checkpoints,
+    step_dir_name,
+)
 
 
 def _rng_state() -> dict[str, Any]:

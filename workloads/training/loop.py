@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -18,10 +19,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from workloads.training import metrics
-from workloads.training.checkpoint import Checkpointer, fault_point
+from workloads.training.checkpoint import Checkpointer
 from workloads.training.config import Batching, TrainConfig, batching
 from workloads.training.data import Batches, token_source
+from workloads.training.faults import fault_point
 from workloads.training.model import GPT
+from workloads.training.stopping import StopRequest
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: the step reached, the last loss logged on rank 0, the newest
+    complete checkpoint, and the signal that stopped it early (None: it finished)."""
+
+    step: int
+    loss: float | None
+    checkpoint: str | None
+    stopped_by: str | None = None
+    signum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,22 +139,36 @@ def log(msg: str, rank: int) -> None:
         print(f"[trainer] {msg}", file=sys.stderr, flush=True)
 
 
-def train(cfg: TrainConfig) -> float | None:
-    """Run (or resume) training to `cfg.steps`; returns the last logged loss on rank 0."""
-    rt = init_distributed()
+def train(cfg: TrainConfig) -> RunResult:
+    """Run (or resume) training to `cfg.steps`, or until SIGTERM/SIGINT."""
+    stop = StopRequest().install()
     try:
-        return _train(cfg, rt)
+        rt = init_distributed()
+        try:
+            return _train(cfg, rt, stop)
+        finally:
+            dist.destroy_process_group()
     finally:
-        dist.destroy_process_group()
+        stop.uninstall()
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> float | None:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int):
+    """This run's schedule (its --lr, --steps, warmup) at `step` finished optimizer steps,
+    through LambdaLR's public resume path: `initial_lr` per group and `last_epoch`. The step
+    is the schedule's whole state, so a resume needs no scheduler state from the checkpoint."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg), last_epoch=step - 1
+    )
+
+
+def _train(cfg: TrainConfig, rt: Runtime, stop: StopRequest) -> RunResult:
     split: Batching = batching(cfg, rt.world_size, source="config")
     shape = cfg.shape
     source = token_source(cfg.data, cfg.data_dtype, shape.vocab_size, shape.seq_len, cfg.seed)
     model, inner = build_model(cfg, rt)
     optimizer = build_optimizer(model, cfg, rt.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     data = Batches(source, split, rt.rank, rt.device)
 
     n_params = inner.num_params()
@@ -155,9 +184,11 @@ def _train(cfg: TrainConfig, rt: Runtime) -> float | None:
         f"({split.micro_batch} per rank x {split.accumulation} micro steps)",
         rt.rank,
     )
+    writer = metrics.MetricsWriter(cfg.metrics_file, enabled=rt.rank == 0)
 
     ckpt = None
     step = 0
+    saved_step: int | None = None
     if cfg.checkpoint_dir:
         ckpt = Checkpointer(
             cfg.checkpoint_dir,
@@ -171,28 +202,39 @@ def _train(cfg: TrainConfig, rt: Runtime) -> float | None:
         latest = ckpt.latest()
         if latest is not None:
             restored = ckpt.load(latest, model, optimizer)
-            step = restored.step
-            scheduler.load_state_dict(restored.trainer["scheduler"])
-            # this run's schedule (its --lr, --steps) applies from the restored step on
-            scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
-            factor = lr_factor(scheduler.last_epoch, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * factor
-            scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+            step = saved_step = restored.step
             data.position = int(restored.trainer["data_position"])
             log(f"resumed from {latest} (step {step})", rt.rank)
+            # steps after `step` logged by an earlier attempt are redone from here
+            writer.write({"event": "resume", "from_step": step, "checkpoint": latest.name})
             if step >= cfg.steps:
                 log(f"nothing to do: step {step} >= steps ({cfg.steps})", rt.rank)
+    scheduler = build_scheduler(optimizer, cfg, step)
 
     autocast_dtype = _autocast_dtype(cfg, rt.device)
     autocast = (
         torch.autocast(rt.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     )
-    writer = metrics.MetricsWriter(cfg.metrics_file, enabled=rt.rank == 0)
     tokens_per_step = split.global_batch * shape.seq_len
     last_loss: float | None = None
     window_start, window_steps = time.perf_counter(), 0
     stall_s = 0.0
+    longest_save_s = 0.0
+    # The stop vote runs on the CPU (gloo) so that it never syncs the GPU stream each step.
+    vote_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    stop_flag = torch.zeros(())
+    stopped_by: int | None = None
+
+    def save(at: int) -> None:
+        nonlocal stall_s, window_start, longest_save_s, saved_step
+        assert ckpt is not None
+        saved_s = ckpt.save(at, model, optimizer, {"data_position": data.position})
+        # time blocked in a save is reported on its own, not as step time
+        stall_s += saved_s
+        window_start += saved_s
+        longest_save_s = max(longest_save_s, saved_s)
+        saved_step = at
+
     model.train()
     while step < cfg.steps:
         lr = scheduler.get_last_lr()[0]
@@ -216,15 +258,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> float | None:
         if ckpt is not None:
             ckpt.poll()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                saved_s = ckpt.save(
-                    step,
-                    model,
-                    optimizer,
-                    {"scheduler": scheduler.state_dict(), "data_position": data.position},
-                )
-                # time blocked in a save is reported on its own, not as step time
-                stall_s += saved_s
-                window_start += saved_s
+                save(step)
 
         if step % cfg.log_every == 0 or step == cfg.steps:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
@@ -250,10 +284,35 @@ def _train(cfg: TrainConfig, rt: Runtime) -> float | None:
 
         fault_point("step", step, rt.rank)
 
+        # Every rank stops after the same step: a signal seen by any rank stops them all.
+        stop_flag.fill_(float(stop.signum or 0))
+        dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX, group=vote_group)
+        if stop_flag.item() and step < cfg.steps:
+            stopped_by = int(stop_flag.item())
+            # Rank 0 decides whether the grace period still fits a save (the longest save
+            # of this run, with a margin); a save cut short is never published, so trying
+            # when nothing was measured yet loses nothing.
+            decision = torch.tensor(float(stop.time_left_s() > 1.5 * longest_save_s))
+            dist.broadcast(decision, src=0, group=vote_group)
+            if ckpt is not None and saved_step != step and decision.item():
+                save(step)
+            break
+
     if ckpt is not None:
         ckpt.close()
     writer.close()
-    return last_loss
+    newest = ckpt.latest() if ckpt is not None else None
+    return RunResult(
+        step=step,
+        loss=last_loss,
+        checkpoint=str(newest) if newest is not None else None,
+        stopped_by=signal_name(stopped_by),
+        signum=stopped_by,
+    )
+
+
+def signal_name(signum: int | None) -> str | None:
+    return signal.Signals(signum).name if signum else None
 
 
 def _no_sync(model: torch.nn.Module, cfg: TrainConfig, sync: bool):

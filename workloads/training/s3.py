@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from workloads.training.checkpoint import _STEP_DIR, COMPLETE
+from workloads.training.layout import COMPLETE, STEP_DIR
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -69,7 +69,7 @@ class S3Mirror:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
             for entry in page.get("CommonPrefixes", []):
                 name = entry["Prefix"][len(self.prefix) :].rstrip("/")
-                match = _STEP_DIR.match(name)
+                match = STEP_DIR.match(name)
                 if not match:
                     continue
                 marker = f"{self.prefix}{name}/{COMPLETE}"
