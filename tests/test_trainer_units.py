@@ -295,6 +295,58 @@ def test_a_resumed_schedule_is_this_runs_schedule_at_the_restored_step():
     assert again.get_last_lr()[0] == pytest.approx(5e-4 * lr_factor(40, halved))
 
 
+def test_model_shape_parameters_match_the_model_built_from_it():
+    import torch
+
+    from workloads.training.config import MODEL_SIZES
+    from workloads.training.model import GPT
+
+    for name, shape in MODEL_SIZES.items():
+        with torch.device("meta"):  # shapes only, no memory for the 1b model
+            model = GPT(shape)
+        assert shape.parameters == model.num_params(non_embedding=False), name
+
+
+def test_a_checkpoint_holds_twelve_bytes_per_parameter(tmp_path: Path):
+    """The grace period is sized from `checkpoint_bytes`: check it against a real DCP save of
+    the tiny model after one AdamW step (weights and both moments, fp32)."""
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from workloads.training.config import MODEL_SIZES
+    from workloads.training.model import GPT
+    from workloads.training.stopping import checkpoint_bytes
+
+    shape = MODEL_SIZES["tiny"]
+    model = GPT(shape)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long)).backward()
+    opt.step()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model_sd, optim_sd = get_state_dict(model, opt)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp_path))
+    finally:
+        dist.destroy_process_group()
+    written = sum(p.stat().st_size for p in tmp_path.glob("*.distcp"))
+    assert checkpoint_bytes(shape.parameters) <= written < 1.05 * checkpoint_bytes(shape.parameters)
+
+
+def test_grace_period_fits_a_final_save_at_the_storage_write_rate():
+    from workloads.training.config import MODEL_SIZES
+    from workloads.training.stopping import MIN_GRACE_S, shutdown_timeouts, termination_grace_s
+
+    params = MODEL_SIZES["1b"].parameters  # ~1.3e9: a 16 GB checkpoint
+    # FSx for Lustre 1.2 TiB at 250 MB/s/TiB: 293 MB/s -> ~55 s a save
+    fsx = termination_grace_s(params, 250 * 1200 / 1024)
+    assert 30 + 2 * 50 < fsx < 30 + 2 * 60 + 20
+    assert termination_grace_s(params, 5000) == MIN_GRACE_S  # fast disks: the floor
+    torchrun_s, trainer_s = shutdown_timeouts(fsx)
+    assert trainer_s < torchrun_s < fsx
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

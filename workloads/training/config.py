@@ -35,6 +35,13 @@ class ModelShape:
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
+    @property
+    def parameters(self) -> int:
+        """Parameters of `GPT(shape)`, the tied embedding once, position embeddings included:
+        embeddings (V + T)·d; per block 12·d² (qkv 3d², proj d², MLP 8d²) and two norms."""
+        d = self.d_model
+        return (self.vocab_size + self.seq_len) * d + self.n_layer * (12 * d * d + 2 * d) + d
+
 
 GPT2_VOCAB_PADDED = 50304  # GPT-2's 50257 tokens padded to a multiple of 128
 

@@ -11,6 +11,7 @@ aborts at once.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -73,3 +74,30 @@ def grace_period_s() -> float:
 def exit_code(signum: int) -> int:
     """The shell's convention for a process ended by a signal: 128 + the signal number."""
     return 128 + signum
+
+
+# What a checkpoint holds per parameter: fp32 weights and AdamW's two fp32 moments (bf16 runs
+# keep fp32 master weights under autocast and FSDP2's mixed precision alike).
+CHECKPOINT_BYTES_PER_PARAM = 12
+STEP_MARGIN_S = 30  # the step in flight when the signal comes, and the stop vote
+EXIT_MARGIN_S = 10  # torchrun's own shutdown after its workers exit
+MIN_GRACE_S = 60
+
+
+def checkpoint_bytes(parameters: int) -> int:
+    return parameters * CHECKPOINT_BYTES_PER_PARAM
+
+
+def termination_grace_s(parameters: int, write_mb_per_s: float) -> int:
+    """The pod's `terminationGracePeriodSeconds`: the step in flight, a final save of the whole
+    checkpoint at the storage's write rate (twice, for margin), and torchrun's exit."""
+    save_s = checkpoint_bytes(parameters) / (write_mb_per_s * 1e6)
+    return max(MIN_GRACE_S, math.ceil(STEP_MARGIN_S + 2 * save_s + EXIT_MARGIN_S))
+
+
+def shutdown_timeouts(grace_s: int) -> tuple[int, int]:
+    """(torchrun's `--shutdown-timeout`, the trainer's `LLMCLOUD_STOP_GRACE_S`) within a pod
+    grace period: torchrun SIGKILLs its workers after the first, the kubelet the pod after
+    `grace_s`, so each inner budget ends before the outer one."""
+    torchrun_s = grace_s - EXIT_MARGIN_S
+    return torchrun_s, torchrun_s - 5
