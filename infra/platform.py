@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from infra.cluster.addons import Addons, AddonsArgs
+from infra.cluster.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster.eks import Cluster, ClusterArgs
 from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
 from infra.config import FsxConfig, StackConfig
@@ -25,6 +26,7 @@ from infra.security.roles import ClusterRoles, ClusterRolesArgs, DataStagerRole,
 from infra.security.statements import staging_statements
 from infra.storage.lake import DataLake, DataLakeArgs
 from infra.storage.lustre import Lustre, LustreArgs, training_zone
+from workloads.facts import BucketRef, ClusterFacts
 from workloads.serving.service import VllmService, VllmServiceArgs
 from workloads.training.job import TrainingJob, TrainingJobArgs
 
@@ -150,6 +152,22 @@ class Platform:
             )
             for group in config.cluster.gpu_node_groups
         }
+        # How GPU nodes arrive: the autoscaler sizes every group whose size may move.
+        self.autoscaler = ClusterAutoscaler(
+            "cluster-autoscaler",
+            ClusterAutoscalerArgs(
+                cluster_name=self.cluster_name,
+                region=config.region,
+                kubernetes_version=config.cluster.version,
+                gpu_node_groups=list(config.cluster.gpu_node_groups),
+                pod_identity=config.security.pod_identity,
+                oidc_provider_arn=self.cluster.oidc_provider_arn,
+                oidc_issuer=self.cluster.oidc_issuer,
+                depends_on=[*self.cluster.ready, *self.access.ready],
+            ),
+            ctx,
+            ctx.opts(),
+        )
         self.addons = Addons(
             "addons",
             AddonsArgs(
@@ -166,7 +184,8 @@ class Platform:
                 oidc_issuer=self.cluster.oidc_issuer,
                 vpc_id=self.network.vpc_id,
                 controllers=Addons.controllers_for(config),
-                depends_on=[*self.cluster.ready, *self.access.ready],
+                # add-on pods that find no room get a node from the autoscaler
+                depends_on=[*self.cluster.ready, *self.access.ready, self.autoscaler],
             ),
             ctx,
             ctx.opts(),
@@ -269,26 +288,27 @@ class Platform:
 
         # --- workloads: training (issue 6) ---------------------------------------------
         prefixes = config.storage.fsx or FsxConfig()
+        self.facts = ClusterFacts(
+            cluster_name=self.cluster.name,
+            environment=config.environment,
+            datasets=BucketRef.of(self.storage.datasets),
+            checkpoints=BucketRef.of(self.storage.checkpoints),
+            models=BucketRef.of(self.storage.models),
+            data_key_arn=self.keys.data.arn,
+            datasets_prefix=prefixes.datasets_prefix,
+            checkpoints_prefix=prefixes.checkpoints_prefix,
+            fsx_pvc_name=self.fsx.pvc_name if self.fsx is not None else None,
+            pod_identity=config.security.pod_identity,
+            oidc_provider_arn=self.cluster.oidc_provider_arn,
+            oidc_issuer=self.cluster.oidc_issuer,
+        )
         self.training = {
             job.name: TrainingJob(
                 f"training-{job.name}",
                 TrainingJobArgs(
                     job=job,
                     node_group=config.cluster.node_group(job.node_group),
-                    cluster_name=self.cluster.name,
-                    datasets_bucket_arn=self.storage.bucket_arns["datasets"],
-                    datasets_bucket_name=self.storage.bucket_names["datasets"],
-                    checkpoints_bucket_arn=self.storage.bucket_arns["checkpoints"],
-                    checkpoints_bucket_name=self.storage.bucket_names["checkpoints"],
-                    datasets_prefix=prefixes.datasets_prefix,
-                    checkpoints_prefix=prefixes.checkpoints_prefix,
-                    data_key_arn=self.keys.data.arn,
-                    fsx_pvc_name=self.fsx.pvc_name
-                    if self.fsx is not None and job.use_fsx
-                    else None,
-                    pod_identity=config.security.pod_identity,
-                    oidc_provider_arn=self.cluster.oidc_provider_arn,
-                    oidc_issuer=self.cluster.oidc_issuer,
+                    cluster=self.facts,
                     depends_on=[
                         self.access.namespaces[job.namespace],
                         self.addons,
@@ -317,15 +337,8 @@ class Platform:
                 VllmServiceArgs(
                     serving=svc,
                     node_group=config.cluster.node_group(svc.node_group),
-                    cluster_name=self.cluster.name,
-                    models_bucket_name=self.storage.bucket_names["models"],
-                    models_bucket_arn=self.storage.bucket_arns["models"],
-                    data_key_arn=self.keys.data.arn,
-                    environment=config.environment,
+                    cluster=self.facts,
                     api_key=api_key,
-                    pod_identity=config.security.pod_identity,
-                    oidc_provider_arn=self.cluster.oidc_provider_arn,
-                    oidc_issuer=self.cluster.oidc_issuer,
                     keda=config.cluster.addons.keda,
                     metrics=config.cluster.addons.metrics,
                     monitoring_namespace=self.addons.monitoring_namespace,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.config import ConfigError, load_stack_config, parse_stack_config
 from infra.plan.engine import evaluate
+from infra.security.github_oidc import subject_claim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +30,14 @@ def trust(plan, name):
     return statement
 
 
-def test_preview_role_trusts_only_pull_requests_of_the_repository(ci_plan):
+def test_preview_role_trusts_only_the_stacks_read_only_environment(ci_plan):
     provider = ci_plan.by_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")[0]
     statement = trust(ci_plan, "preview-role")
     assert statement["Principal"] == {"Federated": provider.outputs["arn"]}
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert statement["Condition"]["StringEquals"] == {
         "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        "token.actions.githubusercontent.com:sub": "repo:acme/llmcloud:pull_request",
+        "token.actions.githubusercontent.com:sub": "repo:acme/llmcloud:environment:staging-preview",
     }
 
 
@@ -66,3 +70,118 @@ def test_an_existing_provider_must_be_named_when_not_created():
             project="llmcloud",
             stack="dev",
         )
+
+
+# --------------------------------------------------------------------------- trust vs. GitHub
+
+
+def admits(statement: dict, claims: dict[str, str]) -> bool:
+    """IAM's evaluation of the trust statement's conditions for a web-identity token: every
+    operator block must hold, every key in it, a list meaning any of its values."""
+    for operator, block in statement["Condition"].items():
+        for key, wanted in block.items():
+            value = claims.get(key)
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if operator == "StringEquals":
+                ok = value in options
+            elif operator == "StringLike":
+                ok = value is not None and any(fnmatch.fnmatchcase(value, o) for o in options)
+            else:
+                raise AssertionError(f"operator {operator} not modelled")
+            if not ok:
+                return False
+    return True
+
+
+def token(sub: str) -> dict[str, str]:
+    return {
+        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+        "token.actions.githubusercontent.com:sub": sub,
+    }
+
+
+ROLE_OF_VARIABLE = {"AWS_PREVIEW_ROLE_ARN": "preview-role", "AWS_DEPLOY_ROLE_ARN": "deploy-role"}
+
+
+def aws_jobs(stack: str):
+    """(workflow, job id, the event that runs it, its environment, the role it assumes) of every
+    workflow job that assumes an AWS role, with the stack substituted."""
+    callers = {"deploy-stack.yml": "push"}  # called by deploy.yml, on push to main
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        on = doc.get("on", doc.get(True))
+        events = [
+            e for e in (on if isinstance(on, dict) else {on: None}) if e != "workflow_dispatch"
+        ]
+        event = callers.get(path.name) or (
+            "pull_request" if "pull_request" in events else events[0]
+        )
+        for job_id, job in doc["jobs"].items():
+            for step in job.get("steps", []):
+                if not step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"):
+                    continue
+                variable = re.fullmatch(r"\$\{\{ vars\.(\w+) \}\}", step["with"]["role-to-assume"])
+                environment = job.get("environment")
+                if environment is not None:
+                    environment = re.sub(r"\$\{\{ (matrix|inputs)\.stack \}\}", stack, environment)
+                yield path.name, job_id, event, environment, ROLE_OF_VARIABLE[variable[1]]
+
+
+def test_every_aws_job_is_admitted_by_the_role_it_assumes_and_by_no_other(ci_plan):
+    jobs = list(aws_jobs("staging"))
+    assert {(w, j) for w, j, *_ in jobs} >= {
+        ("deploy-stack.yml", "up"),
+        ("drift.yml", "drift"),
+        ("pull-request.yml", "preview"),
+    }
+    roles = {name: trust(ci_plan, name) for name in ROLE_OF_VARIABLE.values()}
+    for workflow, job_id, event, environment, role in jobs:
+        sub = subject_claim(
+            "acme/llmcloud", event=event, environment=environment, ref="refs/heads/main"
+        )
+        assert admits(roles[role], token(sub)), f"{workflow}:{job_id} sends {sub}; {role} refuses"
+        for other, statement in roles.items():
+            if other != role:
+                assert not admits(statement, token(sub)), f"{other} admits {workflow}:{job_id}"
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "repo:acme/llmcloud:pull_request",  # a PR job without an environment
+        "repo:acme/llmcloud:ref:refs/heads/main",  # a push job without an environment
+        "repo:acme/llmcloud:environment:prod",  # another stack's environment
+        "repo:acme/llmcloud:environment:prod-preview",
+        "repo:evil/llmcloud:environment:staging",  # another repository
+        "repo:acme/llmcloud:environment:staging-preview-x",
+    ],
+)
+def test_no_role_admits_subjects_outside_its_environments(ci_plan, sub):
+    for name in ROLE_OF_VARIABLE.values():
+        assert not admits(trust(ci_plan, name), token(sub)), f"{name} admits {sub}"
+
+
+def test_a_token_for_another_audience_is_refused(ci_plan):
+    claims = token("repo:acme/llmcloud:environment:staging")
+    claims["token.actions.githubusercontent.com:aud"] = "https://github.com/acme"
+    assert not admits(trust(ci_plan, "deploy-role"), claims)
+
+
+def test_subject_claims_follow_githubs_examples():
+    # docs.github.com/en/actions/reference/security/oidc#example-subject-claims
+    assert (
+        subject_claim("octo-org/octo-repo", event="push", environment="Production")
+        == "repo:octo-org/octo-repo:environment:Production"
+    )
+    assert (
+        subject_claim("octo-org/octo-repo", event="pull_request")
+        == "repo:octo-org/octo-repo:pull_request"
+    )
+    assert (
+        subject_claim("octo-org/octo-repo", event="push", ref="refs/heads/demo-branch")
+        == "repo:octo-org/octo-repo:ref:refs/heads/demo-branch"
+    )
+    # an environment wins over the event: a PR job in an environment is not `pull_request`
+    assert subject_claim("o/r", event="pull_request", environment="dev-preview").endswith(
+        ":environment:dev-preview"
+    )

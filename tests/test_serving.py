@@ -35,6 +35,7 @@ import pulumi
 import pulumi_kubernetes as kubernetes
 from infra.config import parse_stack_config
 from infra.context import make_context
+from workloads.facts import BucketRef, ClusterFacts
 from workloads.serving.service import VllmService, VllmServiceArgs
 
 raw = json.loads({raw!r})
@@ -42,6 +43,17 @@ config = parse_stack_config(raw, project="llmcloud", stack={stack!r})
 ctx = make_context(config)
 k8s = kubernetes.Provider("k8s", kubeconfig="{{}}")
 irsa = config.security.pod_identity == "irsa"
+facts = ClusterFacts(
+    cluster_name="llm-eks",
+    environment=config.environment,
+    datasets=BucketRef("llm-datasets", "arn:aws:s3:::llm-datasets"),
+    checkpoints=BucketRef("llm-checkpoints", "arn:aws:s3:::llm-checkpoints"),
+    models=BucketRef({bucket!r}, "arn:aws:s3:::" + {bucket!r}),
+    data_key_arn={key_arn!r},
+    pod_identity=config.security.pod_identity,
+    oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/oidc.eks" if irsa else None,
+    oidc_issuer="https://oidc.eks.us-east-2.amazonaws.com/id/ABC" if irsa else None,
+)
 for svc in config.serving:
     key = config.serving_api_key
     VllmService(
@@ -49,15 +61,8 @@ for svc in config.serving:
         VllmServiceArgs(
             serving=svc,
             node_group=config.cluster.node_group(svc.node_group),
-            cluster_name="llm-eks",
-            models_bucket_name={bucket!r},
-            models_bucket_arn="arn:aws:s3:::" + {bucket!r},
-            data_key_arn={key_arn!r},
-            environment=config.environment,
+            cluster=facts,
             api_key=pulumi.Output.secret(key.get_secret_value()) if key else None,
-            pod_identity=config.security.pod_identity,
-            oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/oidc.eks" if irsa else None,
-            oidc_issuer="https://oidc.eks.us-east-2.amazonaws.com/id/ABC" if irsa else None,
             keda=config.cluster.addons.keda,
             metrics=config.cluster.addons.metrics,
         ),

@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from infra.config import config_from_pulumi
 from infra.context import make_context
+from workloads.facts import BucketRef, ClusterFacts
 from workloads.training.job import TrainingJob, TrainingJobArgs
 
 config = config_from_pulumi()
@@ -29,21 +30,22 @@ ctx = make_context(config)
 provider = k8s.Provider("k8s", kubeconfig="{}")
 opts = pulumi.ResourceOptions(providers={"aws": ctx.aws_provider, "kubernetes": provider})
 for job in config.training:
+    facts = ClusterFacts(
+        cluster_name="llm-dev-eks",
+        environment=config.environment,
+        datasets=BucketRef("llm-dev-datasets", "arn:aws:s3:::llm-dev-datasets"),
+        checkpoints=BucketRef("llm-dev-checkpoints", "arn:aws:s3:::llm-dev-checkpoints"),
+        models=BucketRef("llm-dev-models", "arn:aws:s3:::llm-dev-models"),
+        data_key_arn="arn:aws:kms:us-east-1:123456789012:key/data",
+        fsx_pvc_name="fsx-lustre" if job.use_fsx else None,
+        pod_identity=config.security.pod_identity,
+        oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/X",
+        oidc_issuer="https://oidc.eks.example/id/X",
+    )
     TrainingJob(
         f"train-{job.name}",
         TrainingJobArgs(
-            job=job,
-            node_group=config.cluster.node_group(job.node_group),
-            cluster_name="llm-dev-eks",
-            datasets_bucket_arn="arn:aws:s3:::llm-dev-datasets",
-            datasets_bucket_name="llm-dev-datasets",
-            checkpoints_bucket_arn="arn:aws:s3:::llm-dev-checkpoints",
-            checkpoints_bucket_name="llm-dev-checkpoints",
-            data_key_arn="arn:aws:kms:us-east-1:123456789012:key/data",
-            fsx_pvc_name="fsx-lustre" if job.use_fsx else None,
-            pod_identity=config.security.pod_identity,
-            oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/X",
-            oidc_issuer="https://oidc.eks.example/id/X",
+            job=job, node_group=config.cluster.node_group(job.node_group), cluster=facts
         ),
         ctx,
         opts,

@@ -17,7 +17,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STACKS = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
-PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
+# `uses: owner/repo[/path]@<40-hex commit> # vX.Y.Z`: the line as written, comment included.
+PINNED_LINE = re.compile(
+    r"uses:\s*(?P<action>[\w.-]+/[\w.-]+(?:/[\w./-]+)?)@(?P<ref>\S+)(?:\s+#\s*(?P<version>\S+))?"
+)
+ACTION_PINS = json.loads((ROOT / ".github" / "action-pins.json").read_text())
+# Runtimes GitHub's hosted runners still run (Node 20 left them in 2026-09; composite and
+# docker actions run no Node of their own).
+SUPPORTED_RUNTIMES = {"node24", "composite", "docker"}
 
 
 def load(path: Path) -> dict:
@@ -55,15 +62,57 @@ def test_yamllint_passes_on_workflows_and_stacks():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def action_uses(path: Path) -> list[tuple[int, re.Match]]:
+    """Every remote `uses:` line of a workflow (local `./` workflows excluded)."""
+    return [
+        (n, m)
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if (m := PINNED_LINE.search(line)) and not m["action"].startswith(".")
+    ]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_actions_are_pinned_and_local_workflows_exist(path):
-    doc = load(path)
-    for _, _, step in steps(doc):
-        if "uses" in step:
-            assert PINNED.match(step["uses"]), (
-                f"{path.name}: {step['uses']} is not pinned to a version or SHA"
-            )
-    for job in doc["jobs"].values():
+def test_actions_are_pinned_by_commit_sha_with_their_version(path):
+    uses = action_uses(path)
+    assert uses or path.name == "deploy.yml"
+    for n, m in uses:
+        where = f"{path.name}:{n}: {m['action']}@{m['ref']}"
+        assert re.fullmatch(r"[0-9a-f]{40}", m["ref"]), f"{where} is not pinned by a commit SHA"
+        pin = ACTION_PINS["actions"].get(m["action"])
+        assert pin is not None, f"{where}: not in .github/action-pins.json (scripts/action_pins.py)"
+        assert m["ref"] == pin["sha"], f"{where}: .github/action-pins.json pins {pin['sha']}"
+        assert m["version"] == pin["version"], f"{where}: the comment must say {pin['version']}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_action_runs_on_node20_or_older(path):
+    for n, m in action_uses(path):
+        runtime = ACTION_PINS["actions"][m["action"]]["runs_using"]
+        assert runtime in SUPPORTED_RUNTIMES, (
+            f"{path.name}:{n}: {m['action']} {m['version']} runs on {runtime}; GitHub's runners "
+            "dropped Node 20 in 2026-09"
+        )
+
+
+def test_the_pin_check_catches_a_tag_and_a_node20_action(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("      - uses: actions/checkout@v4.2.2\n")
+    ((_, m),) = action_uses(bad)
+    assert not re.fullmatch(r"[0-9a-f]{40}", m["ref"])
+    assert "node20" not in SUPPORTED_RUNTIMES
+
+
+def test_action_pins_record_their_source_and_date():
+    assert ACTION_PINS["checked"] >= "2026-12-01"
+    for action, pin in ACTION_PINS["actions"].items():
+        assert pin["source"].startswith(f"https://github.com/{'/'.join(action.split('/')[:2])}/")
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", pin["tag_date"])
+        assert pin["version"] == pin["newest_release_in_snapshot"], action
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_local_reusable_workflows_exist(path):
+    for job in load(path)["jobs"].values():
         if "uses" in job:
             assert (ROOT / job["uses"].removeprefix("./")).is_file(), job["uses"]
 

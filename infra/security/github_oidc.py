@@ -1,9 +1,10 @@
 """Optional CI/CD bootstrap: GitHub Actions reaches AWS through OIDC, never with stored keys.
 
-Two roles per stack: a read-only *preview* role that pull requests of this repository may
-assume (for `pulumi preview --refresh`), and a *deploy* role that only the workflow's
-GitHub environment for this stack may assume (`pulumi up`). The trust policies pin the
-audience (sts.amazonaws.com) and the `sub` claim exactly.
+Two roles per stack: a read-only *preview* role that only the stack's read-only GitHub
+environment (`<stack>-preview`: pull-request previews, the nightly drift check) may assume,
+and a *deploy* role that only the stack's deploy environment (`<stack>`, protected: branch
+`main`, reviewers in prod) may assume (`pulumi up`). The trust policies pin the audience
+(sts.amazonaws.com) and the `sub` claim exactly, as GitHub sends it (`subject_claim`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,35 @@ GITHUB_THUMBPRINTS = [
 # Deploying creates IAM roles, KMS keys, clusters and buckets: PowerUserAccess covers all but
 # IAM; IAM is granted on its own so it can be narrowed with a permissions boundary.
 DEPLOY_MANAGED_POLICIES = ("PowerUserAccess", "IAMFullAccess")
+
+
+def subject_claim(
+    repository: str, *, event: str, environment: str | None = None, ref: str | None = None
+) -> str:
+    """The `sub` claim GitHub puts in a job's OIDC token (default subject template).
+
+    GitHub's OIDC reference, "Example subject claims"
+    (https://docs.github.com/en/actions/reference/security/oidc#example-subject-claims):
+    a job that references an environment gets `repo:ORG/REPO:environment:NAME`, whatever its
+    event; otherwise a `pull_request` job gets `repo:ORG/REPO:pull_request`, and a job of any
+    other event `repo:ORG/REPO:ref:<the git ref>` (`refs/heads/main`, `refs/tags/v1`)."""
+    if environment:
+        return f"repo:{repository}:environment:{environment}"
+    if event == "pull_request":
+        return f"repo:{repository}:pull_request"
+    if not ref:
+        raise ValueError(f"a {event} job without an environment is identified by its ref")
+    return f"repo:{repository}:ref:{ref}"
+
+
+def preview_environments(cfg: CiConfig, stack: str) -> list[str]:
+    """The GitHub environments whose jobs may assume the stack's read-only role."""
+    return list(cfg.preview_environments) or [f"{stack}-preview"]
+
+
+def deploy_environments(cfg: CiConfig, stack: str) -> list[str]:
+    """The GitHub environments whose jobs may assume the stack's deploy role."""
+    return list(cfg.deploy_environments) or [stack]
 
 
 @dataclass(frozen=True)
@@ -64,11 +94,15 @@ class GithubOidc(pulumi.ComponentResource):
             provider_arn = pulumi.Output.from_input(cfg.existing_oidc_provider_arn or "")
 
         repo = cfg.github_repository
-        environments = cfg.deploy_environments or [args.stack]
+        environments = deploy_environments(cfg, args.stack)
+        readers = preview_environments(cfg, args.stack)
         self.preview_role = aws.iam.Role(
             "preview-role",
-            description=f"pulumi preview of {repo} pull requests (read-only)",
-            assume_role_policy=_github_trust(provider_arn, [f"repo:{repo}:pull_request"]),
+            description=f"pulumi preview and drift of {repo} from {', '.join(readers)} (read-only)",
+            assume_role_policy=_github_trust(
+                provider_arn,
+                [subject_claim(repo, event="pull_request", environment=e) for e in readers],
+            ),
             max_session_duration=3600,
             opts=child,
         )
@@ -82,7 +116,8 @@ class GithubOidc(pulumi.ComponentResource):
             "deploy-role",
             description=f"pulumi up of {repo} from its GitHub environments {', '.join(environments)}",
             assume_role_policy=_github_trust(
-                provider_arn, [f"repo:{repo}:environment:{env}" for env in environments]
+                provider_arn,
+                [subject_claim(repo, event="push", environment=e) for e in environments],
             ),
             max_session_duration=3600,
             opts=child,

@@ -36,12 +36,17 @@ from infra.contracts import (
     KUBE_SYSTEM,
     MONITORING_NAMESPACE,
     NAMESPACE_NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
     POD_IDENTITY_AGENT_CIDR,
     POD_IDENTITY_AGENT_PORT,
     RUN_AS_UID,
+    WORKLOAD_LABEL,
 )
-from infra.security.roles import PodRole, PodRoleArgs
+from infra.security.roles import PodRole
 from infra.security.statements import serving_statements
+from workloads import pods
+from workloads.facts import ClusterFacts
 from workloads.serving.fit import GIB, FitError, Topology, check_fit, checkpoint_bytes
 
 PORT = 8000
@@ -84,16 +89,9 @@ class VllmServiceArgs:
 
     serving: ServingConfig
     node_group: GpuNodeGroupConfig
-    cluster_name: pulumi.Input[str]
-    models_bucket_name: pulumi.Input[str]
-    models_bucket_arn: pulumi.Input[str]
-    data_key_arn: pulumi.Input[str]
-    environment: str
+    cluster: ClusterFacts  # the models bucket, the data key, pod identity, the environment
     # The `serving_api_key` config secret; None: one is generated when a key is required.
     api_key: pulumi.Input[str] | None = None
-    pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
-    oidc_provider_arn: pulumi.Input[str] | None = None
-    oidc_issuer: pulumi.Input[str] | None = None
     keda: bool = False
     metrics: Literal["prometheus", "cloudwatch"] = "prometheus"
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
@@ -121,23 +119,17 @@ def startup_failure_threshold(svc: ServingConfig) -> int:
     return math.ceil(startup_window_s(svc) / PROBE_PERIOD_S)
 
 
-@dataclass(frozen=True)
-class PodSize:
-    cpu: int
-    memory_gib: int
-    shm_gib: int
-    ephemeral_gib: int
-
-
-def pod_size(svc: ServingConfig, group: GpuNodeGroupConfig, gpus: int) -> PodSize:
-    """Requests (= limits) of the vLLM container: its GPUs' share of the node."""
-    instance = group.instance
-    share = gpus / instance.gpu_count
-    cpu = max(1, math.floor(instance.vcpus * share * NODE_SHARE))
-    memory_gib = max(4, math.floor(instance.memory_gib * share * NODE_SHARE))
-    shm_gib = max(1, min(SHM_MAX_GIB, memory_gib // 4))
+def pod_size(svc: ServingConfig, group: GpuNodeGroupConfig, gpus: int) -> pods.PodSize:
+    """Requests (= limits) of the vLLM container: its GPUs' share of the node, and disk for
+    the synced model and the caches."""
     model_gib = math.ceil(checkpoint_bytes(svc) * 1.1 / GIB) if svc.loader == "init_sync" else 0
-    return PodSize(cpu, memory_gib, shm_gib, model_gib + CACHE_DISK_GIB)
+    return pods.pod_size(
+        group,
+        node_share=NODE_SHARE,
+        shm_max_gib=SHM_MAX_GIB,
+        gpus=gpus,
+        ephemeral_gib=model_gib + CACHE_DISK_GIB,
+    )
 
 
 def labels(svc: ServingConfig) -> dict[str, str]:
@@ -194,29 +186,6 @@ def vllm_args(
     return args
 
 
-def _restricted_container() -> dict[str, Any]:
-    """The container security context of the `restricted` Pod Security Standard."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _resources(
-    cpu: int, memory: str, *, gpus: int = 0, ephemeral_gib: int | None = None
-) -> dict[str, dict[str, str]]:
-    """Requests equal to limits (Guaranteed QoS: the last pods the kubelet evicts)."""
-    amounts = {"cpu": str(cpu), "memory": memory}
-    if gpus:
-        amounts["nvidia.com/gpu"] = str(gpus)
-    requests = dict(amounts)
-    if ephemeral_gib:
-        requests["ephemeral-storage"] = f"{ephemeral_gib}Gi"
-    return {"requests": requests, "limits": amounts}
-
-
 # --------------------------------------------------------------------------- the component
 
 
@@ -258,25 +227,24 @@ class VllmService(pulumi.ComponentResource):
             "labels": {
                 **sel,
                 "app.kubernetes.io/component": "serving",
-                "llmcloud.io/workload": "serving",
-                "app.kubernetes.io/part-of": "llmcloud",
-                "llmcloud.io/environment": args.environment,
+                WORKLOAD_LABEL: "serving",
+                PART_OF_LABEL: PART_OF,
+                "llmcloud.io/environment": args.cluster.environment,
             },
         }
         self._meta = meta
 
         self.role = PodRole(
             f"{name}-pod-role",
-            PodRoleArgs(
-                cluster_name=args.cluster_name,
+            args.cluster.pod_role_args(
                 namespace=ns,
                 service_account=svc.name,
                 statements=serving_statements(
-                    args.models_bucket_arn, svc.model_prefix, args.data_key_arn, region=ctx.region
+                    args.cluster.models.arn,
+                    svc.model_prefix,
+                    args.cluster.data_key_arn,
+                    region=ctx.region,
                 ),
-                mode=args.pod_identity,
-                oidc_provider_arn=args.oidc_provider_arn,
-                oidc_issuer=args.oidc_issuer,
                 description=f"vLLM endpoint {svc.name}: read s3 models/{svc.model_prefix}",
             ),
             ctx,
@@ -364,7 +332,7 @@ class VllmService(pulumi.ComponentResource):
         return self._svc.replicas_max > self._svc.replicas_min
 
     def _vllm_container(
-        self, size: PodSize, command: list[str], args: list[pulumi.Input[str]]
+        self, size: pods.PodSize, command: list[str], args: list[pulumi.Input[str]]
     ) -> dict:
         svc = self._svc
         env: list[dict[str, Any]] = [
@@ -387,7 +355,7 @@ class VllmService(pulumi.ComponentResource):
             )
         health = {"httpGet": {"path": "/health", "port": "http"}}
         mounts = [
-            {"name": "shm", "mountPath": "/dev/shm"},
+            pods.shm_mount(),
             {"name": "home", "mountPath": "/home/vllm"},
             {"name": "tmp", "mountPath": "/tmp"},
         ]
@@ -400,12 +368,7 @@ class VllmService(pulumi.ComponentResource):
             "args": args,
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             "env": env,
-            "resources": _resources(
-                size.cpu,
-                f"{size.memory_gib}Gi",
-                gpus=self.topology.tensor_parallel,
-                ephemeral_gib=size.ephemeral_gib,
-            ),
+            "resources": pods.size_resources(size),
             "startupProbe": {
                 **health,
                 "periodSeconds": PROBE_PERIOD_S,
@@ -429,14 +392,14 @@ class VllmService(pulumi.ComponentResource):
             "lifecycle": {"preStop": {"sleep": {"seconds": 15}}},
             "volumeMounts": mounts,
             # HOME, /tmp and /dev/shm are writable mounts; nothing else is written
-            "securityContext": {**_restricted_container(), "readOnlyRootFilesystem": True},
+            "securityContext": pods.restricted_container(),
         }
 
-    def _sync_container(self, size: PodSize) -> dict:
+    def _sync_container(self, size: pods.PodSize) -> dict:
         """Copy s3://bucket/prefix to the node-local emptyDir before vLLM starts."""
         svc = self._svc
         dest = f"{MODELS_DIR}/{svc.name}"
-        script = pulumi.Output.from_input(self._args.models_bucket_name).apply(
+        script = pulumi.Output.from_input(self._args.cluster.models.name).apply(
             lambda bucket: (
                 "aws configure set default.s3.max_concurrent_requests 32\n"
                 "aws configure set default.s3.multipart_chunksize 64MB\n"
@@ -445,7 +408,7 @@ class VllmService(pulumi.ComponentResource):
             )
         )
         cpu = min(4, size.cpu)
-        memory = f"{min(4, size.memory_gib)}Gi"
+        memory_gib = min(4, size.memory_gib)
         return {
             "name": "sync-model",
             "image": AWS_CLI_IMAGE,
@@ -457,12 +420,12 @@ class VllmService(pulumi.ComponentResource):
                 {"name": "AWS_RETRY_MODE", "value": "adaptive"},
                 {"name": "AWS_MAX_ATTEMPTS", "value": "10"},
             ],
-            "resources": _resources(cpu, memory),
+            "resources": pods.guaranteed_resources(cpu, memory_gib),
             "volumeMounts": [
                 {"name": "models", "mountPath": MODELS_DIR},
                 {"name": "tmp", "mountPath": "/tmp"},
             ],
-            "securityContext": {**_restricted_container(), "readOnlyRootFilesystem": True},
+            "securityContext": pods.restricted_container(),
         }
 
     def _pod_spec(
@@ -480,7 +443,7 @@ class VllmService(pulumi.ComponentResource):
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 container.pop(probe)
         volumes: list[dict[str, Any]] = [
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{size.shm_gib}Gi"}},
+            pods.shm_volume(size),
             {"name": "home", "emptyDir": {"sizeLimit": f"{CACHE_DISK_GIB}Gi"}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
         ]
@@ -489,17 +452,8 @@ class VllmService(pulumi.ComponentResource):
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 120,
-            "nodeSelector": {"llmcloud.io/node-group": svc.node_group},
-            "tolerations": [
-                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-            ],
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_USER,
-                "runAsGroup": RUN_AS_USER,
-                "fsGroup": RUN_AS_USER,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            **pods.gpu_placement(svc.node_group),
+            "securityContext": pods.pod_security_context(uid=RUN_AS_USER),
             "containers": [container],
             "volumes": volumes,
         }
@@ -532,7 +486,7 @@ class VllmService(pulumi.ComponentResource):
 
     def _deployment(self, name: str, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
         svc = self._svc
-        model = model_location(svc, self._args.models_bucket_name)
+        model = model_location(svc, self._args.cluster.models.name)
         spec: dict[str, Any] = {
             "selector": {"matchLabels": labels(svc)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": self._rollout()},
@@ -558,7 +512,7 @@ class VllmService(pulumi.ComponentResource):
         """A replica spanning nodes: the leader starts the Ray head and vLLM (tensor parallel
         = GPUs per node, pipeline parallel = nodes), each worker joins its Ray cluster."""
         svc, topo = self._svc, self.topology
-        model = model_location(svc, self._args.models_bucket_name)
+        model = model_location(svc, self._args.cluster.models.name)
         serve = pulumi.Output.all(*vllm_args(svc, topo, model)).apply(
             lambda a: " ".join(shlex.quote(str(x)) for x in a)
         )

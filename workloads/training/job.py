@@ -19,29 +19,21 @@ What it declares, per `training:` entry of the stack config:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import ConfigError, GpuNodeGroupConfig, TrainingJobConfig
 from infra.context import Context
-from infra.contracts import (
-    EFA_RESOURCE,
-    GPU_RESOURCE,
-    NODE_GROUP_LABEL,
-    PART_OF,
-    PART_OF_LABEL,
-    RUN_AS_UID,
-    WORKLOAD_LABEL,
-    gpu_toleration,
-)
-from infra.security.roles import PodRole, PodRoleArgs
+from infra.contracts import PART_OF, PART_OF_LABEL, RUN_AS_UID, WORKLOAD_LABEL
+from infra.security.roles import PodRole
 from infra.security.statements import training_statements
 from infra.storage.lustre import CHECKPOINTS_PATH, DATASETS_PATH
+from workloads import pods
+from workloads.facts import ClusterFacts
 
 RENDEZVOUS_PORT = 29500
 RUN_AS_USER = RUN_AS_UID  # the image's `trainer` user
@@ -64,20 +56,8 @@ class TrainingJobArgs:
 
     job: TrainingJobConfig
     node_group: GpuNodeGroupConfig
-    cluster_name: pulumi.Input[str]
-    datasets_bucket_arn: pulumi.Input[str]
-    datasets_bucket_name: pulumi.Input[str]
-    checkpoints_bucket_arn: pulumi.Input[str]
-    checkpoints_bucket_name: pulumi.Input[str]
-    data_key_arn: pulumi.Input[str]
-    datasets_prefix: str = "datasets/"
-    checkpoints_prefix: str = "checkpoints/"
-    # the FSx for Lustre claim in the job's namespace (`Lustre.pvc_name`); None: no FSx
-    fsx_pvc_name: str | None = None
+    cluster: ClusterFacts  # the datasets and checkpoints buckets, the FSx claim, pod identity
     namespace: str | None = None  # default: the job's `namespace`
-    pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
-    oidc_provider_arn: pulumi.Input[str] | None = None
-    oidc_issuer: pulumi.Input[str] | None = None
     # what the Kubernetes objects wait for (the namespace, the FSx claim, device plugins)
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -157,25 +137,10 @@ def torchrun_args(job: TrainingJobConfig, group: GpuNodeGroupConfig) -> list[str
     ]
 
 
-@dataclass(frozen=True)
-class PodSize:
-    cpu: int
-    memory_gib: int
-    shm_gib: int
-    gpus: int
-    efa: int
-
-
-def pod_size(group: GpuNodeGroupConfig) -> PodSize:
+def pod_size(group: GpuNodeGroupConfig) -> pods.PodSize:
     """One pod per node: the node's GPUs and EFA interfaces, most of its CPU and memory."""
-    instance = group.instance
-    memory_gib = max(4, math.floor(instance.memory_gib * NODE_SHARE))
-    return PodSize(
-        cpu=max(1, math.floor(instance.vcpus * NODE_SHARE)),
-        memory_gib=memory_gib,
-        shm_gib=max(1, min(SHM_MAX_GIB, memory_gib // 4)),
-        gpus=instance.gpu_count,
-        efa=instance.efa_interfaces if group.efa_enabled else 0,
+    return pods.pod_size(
+        group, node_share=NODE_SHARE, shm_max_gib=SHM_MAX_GIB, efa=True, ephemeral_gib=SCRATCH_GIB
     )
 
 
@@ -204,22 +169,6 @@ def environment(group: GpuNodeGroupConfig, region: str) -> list[dict[str, str]]:
         if group.instance.family.startswith("p"):  # GPUDirect RDMA: p4d, p5, p5e, p5en
             env["FI_EFA_USE_DEVICE_RDMA"] = "1"
     return [{"name": k, "value": v} for k, v in env.items()]
-
-
-def _security_context(*, root: bool = False) -> dict[str, Any]:
-    context: dict[str, Any] = {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    if root:  # only to hand the job's checkpoint directory on FSx to the trainer user
-        context.update(
-            runAsUser=0, runAsNonRoot=False, capabilities={"drop": ["ALL"], "add": ["CHOWN"]}
-        )
-    else:
-        context.update(runAsUser=RUN_AS_USER, runAsGroup=RUN_AS_USER, runAsNonRoot=True)
-    return context
 
 
 _SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
@@ -260,28 +209,25 @@ class TrainingJob(pulumi.ComponentResource):
             JOB_LABEL: job.name,
         }
         meta = {"name": job.name, "namespace": ns, "labels": self.labels}
-        checkpoints_prefix = f"{args.checkpoints_prefix}{job.name}/"
+        cluster = args.cluster
+        checkpoints_prefix = f"{cluster.checkpoints_prefix}{job.name}/"
         self.checkpoint_uri = pulumi.Output.concat(
-            "s3://", args.checkpoints_bucket_name, "/", checkpoints_prefix
+            "s3://", cluster.checkpoints.name, "/", checkpoints_prefix
         )
 
         self.role = PodRole(
             f"{name}-pod-role",
-            PodRoleArgs(
-                cluster_name=args.cluster_name,
+            cluster.pod_role_args(
                 namespace=ns,
                 service_account=job.name,
                 statements=training_statements(
-                    args.datasets_bucket_arn,
-                    args.datasets_prefix,
-                    args.checkpoints_bucket_arn,
+                    cluster.datasets.arn,
+                    cluster.datasets_prefix,
+                    cluster.checkpoints.arn,
                     checkpoints_prefix,
-                    args.data_key_arn,
+                    cluster.data_key_arn,
                     region=ctx.region,
                 ),
-                mode=args.pod_identity,
-                oidc_provider_arn=args.oidc_provider_arn,
-                oidc_issuer=args.oidc_issuer,
                 description=f"Training job {job.name}: read datasets, write its checkpoints",
             ),
             ctx,
@@ -290,7 +236,7 @@ class TrainingJob(pulumi.ComponentResource):
         self.service_account = self.role.kubernetes_service_account(f"{name}-sa", meta, child)
 
         upload = None if job.use_fsx else self.checkpoint_uri
-        if job.use_fsx and args.fsx_pvc_name is None:
+        if job.use_fsx and cluster.fsx_pvc_name is None:
             raise ConfigError(
                 f"training job {job.name}: use_fsx = true: the stack has no FSx claim "
                 "(storage.fsx); set use_fsx: false"
@@ -351,26 +297,15 @@ class TrainingJob(pulumi.ComponentResource):
     ) -> dict[str, Any]:
         job, group = self._job, self._group
         size = pod_size(group)
-        limits = {
-            "cpu": str(size.cpu),
-            "memory": f"{size.memory_gib}Gi",
-            GPU_RESOURCE: str(size.gpus),
-        }
-        if size.efa:
-            limits[EFA_RESOURCE] = str(size.efa)
-        requests = {**limits, "ephemeral-storage": f"{SCRATCH_GIB}Gi"}
         volumes: list[dict[str, Any]] = [
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{size.shm_gib}Gi"}},
+            pods.shm_volume(size),
             {"name": "scratch", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
         ]
-        mounts = [
-            {"name": "shm", "mountPath": "/dev/shm"},
-            {"name": "scratch", "mountPath": "/tmp"},
-        ]
+        mounts = [pods.shm_mount(), {"name": "scratch", "mountPath": "/tmp"}]
         init: list[dict[str, Any]] = []
         if job.use_fsx:
             volumes.append(
-                {"name": "fsx", "persistentVolumeClaim": {"claimName": args.fsx_pvc_name}}
+                {"name": "fsx", "persistentVolumeClaim": {"claimName": args.cluster.fsx_pvc_name}}
             )
             mounts.append({"name": "fsx", "mountPath": FSX_MOUNT})
             ckpt = checkpoint_dir(job)
@@ -383,7 +318,8 @@ class TrainingJob(pulumi.ComponentResource):
                         "-c",
                         f"mkdir -p {ckpt} && chown {RUN_AS_USER}:{RUN_AS_USER} {ckpt}",
                     ],
-                    "securityContext": _security_context(root=True),
+                    # only to hand the job's checkpoint directory on FSx to the trainer user
+                    "securityContext": pods.root_container(add_capabilities=("CHOWN",)),
                     "resources": _SMALL,
                     "volumeMounts": [{"name": "fsx", "mountPath": FSX_MOUNT}],
                 }
@@ -404,7 +340,7 @@ class TrainingJob(pulumi.ComponentResource):
                     *flags,
                 ],
                 "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
-                "securityContext": _security_context(),
+                "securityContext": pods.restricted_container(uid=RUN_AS_USER),
                 "resources": _SMALL,
                 "volumeMounts": [m for m in mounts if m["name"] in ("fsx", "checkpoints")],
             }
@@ -415,8 +351,8 @@ class TrainingJob(pulumi.ComponentResource):
             "args": [*torchrun_args(job, group), "-m", "workloads.training", *flags],
             "env": environment(group, region),
             "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
-            "resources": {"requests": requests, "limits": limits},
-            "securityContext": _security_context(),
+            "resources": pods.size_resources(size),
+            "securityContext": pods.restricted_container(uid=RUN_AS_USER),
             "volumeMounts": mounts,
         }
         return {
@@ -426,10 +362,9 @@ class TrainingJob(pulumi.ComponentResource):
                 "automountServiceAccountToken": False,
                 "restartPolicy": "Never",
                 "subdomain": None if job.jobset else service_name(job),
-                "nodeSelector": {NODE_GROUP_LABEL: group.name},
-                "tolerations": [gpu_toleration()],
+                **pods.gpu_placement(group.name),
                 # per container: only `prepare-checkpoints` runs as root
-                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": pods.pod_security_context(uid=None),
                 "terminationGracePeriodSeconds": 60,
                 "initContainers": init,
                 "containers": [trainer],
