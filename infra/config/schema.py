@@ -256,6 +256,12 @@ class SecurityConfig(Model):
     data_stager_arns: list[str] = []
     pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
     cloudtrail: bool = True
+    create_service_linked_roles: bool = Field(
+        default=True,
+        description="create the service-linked roles the stack depends on (Auto Scaling, EKS "
+        "node groups, ELB, Spot) when the account lacks them; off where an account baseline "
+        "owns them (an existing one makes the create fail: import it or switch this off)",
+    )
     audit_log_retention_days: RetentionDays = 365
     namespaces: list[NamespaceConfig] = [
         NamespaceConfig(name="training", purpose="training", gpu_quota=64),
@@ -907,6 +913,13 @@ class CiConfig(Model):
     create_oidc_provider: bool = True
     existing_oidc_provider_arn: str | None = None
     deploy_environments: list[DnsLabel] = []
+    preview_environments: list[DnsLabel] = Field(
+        default=[],
+        description="GitHub environments whose jobs may assume the read-only preview role "
+        "(pull-request preview, nightly drift); default `<stack>-preview`. They hold that "
+        "stack's variables and carry no protection rules.",
+    )
+
 
     @model_validator(mode="after")
     def _provider(self) -> CiConfig:
@@ -917,6 +930,87 @@ class CiConfig(Model):
                 "required when create_oidc_provider is false (the account's "
                 "token.actions.githubusercontent.com provider ARN)",
             )
+        return self
+
+
+# --------------------------------------------------------------------------- deploy path
+
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]+$"
+)
+
+
+class DeployRunnerConfig(Model):
+    """An AWS CodeBuild-hosted GitHub Actions runner in the VPC's private subnets: the place
+    the workflows run `pulumi up` (and the refreshing previews) from."""
+
+    github_repository: str = Field(
+        pattern=_GITHUB_REPOSITORY.pattern,
+        description="owner/name of the repository whose workflow jobs the runner takes",
+    )
+    connection_arn: str = Field(
+        pattern=_CONNECTION_ARN.pattern,
+        description="AWS CodeConnections connection to GitHub (created and authorized once in "
+        "the console: the OAuth handshake cannot be automated)",
+    )
+    compute_type: Literal[
+        "BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE"
+    ] = Field(default="BUILD_GENERAL1_MEDIUM", description="CodeBuild compute type of a job")
+    image: str = Field(
+        default="aws/codebuild/standard:7.0",
+        description="CodeBuild image (Ubuntu, so actions/setup-python finds its builds)",
+    )
+    timeout_minutes: int = Field(
+        default=120, ge=5, le=2160, description="a job's build timeout (CodeBuild: 5-2160)"
+    )
+
+
+class DeployConfig(Model):
+    """Where the Kubernetes layer (namespaces, Helm releases, workloads) is deployed from, and
+    who deploys it. A private endpoint is reachable only from the VPC or a connected network,
+    and only access entries reach the API (README, "Deploy path")."""
+
+    kubernetes_from: Literal["codebuild_runner", "connected_network", "public_endpoint"] | None = (
+        Field(
+            default=None,
+            description="codebuild_runner: the in-VPC runner of `runner`; connected_network: "
+            "a VPN/Direct Connect range (`connected_cidrs`, admitted on 443); public_endpoint: "
+            "the cluster's public endpoint allowlist",
+        )
+    )
+    runner: DeployRunnerConfig | None = Field(
+        default=None, description="the CodeBuild runner (with kubernetes_from: codebuild_runner)"
+    )
+    connected_cidrs: list[ipaddress.IPv4Network] = Field(
+        default=[],
+        description="ranges of the connected network (kubernetes_from: connected_network)",
+    )
+    deployer_arns: list[str] = Field(
+        default=[],
+        description="IAM roles/users that run `pulumi up` from there, besides the stack's own "
+        "CI deploy role (llmcloud:ci); each gets a cluster-admin access entry",
+    )
+
+    @field_validator("deployer_arns")
+    @classmethod
+    def _deployers(cls, v: list[str]) -> list[str]:
+        for i, arn in enumerate(v):
+            if not isinstance(arn, str) or not _ROLE_OR_USER_ARN.match(arn):
+                raise _fail(
+                    f"[{i}]",
+                    arn,
+                    "must be an IAM role or user ARN (arn:aws:iam::111122223333:role/x)",
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> DeployConfig:
+        if self.kubernetes_from == "codebuild_runner" and self.runner is None:
+            raise _fail("runner", None, "required with kubernetes_from: codebuild_runner")
+        if self.kubernetes_from != "codebuild_runner" and self.runner is not None:
+            raise _fail("runner", "...", "only used with kubernetes_from: codebuild_runner")
+        if self.kubernetes_from == "connected_network" and not self.connected_cidrs:
+            raise _fail("connected_cidrs", [], "required with kubernetes_from: connected_network")
         return self
 
 
@@ -941,6 +1035,7 @@ class StackConfig(Model):
     serving_api_key: SecretStr | None = None
     policies: PoliciesConfig = PoliciesConfig()
     ci: CiConfig | None = None
+    deploy: DeployConfig = DeployConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -982,6 +1077,15 @@ class StackConfig(Model):
                     True,
                     "prod clusters have a private endpoint only",
                 )
+        if self.deploy.kubernetes_from == "public_endpoint" and not (
+            self.cluster.endpoint_public_access
+        ):
+            raise _fail(
+                "deploy.kubernetes_from",
+                "public_endpoint",
+                "the cluster's endpoint is private (cluster.endpoint_public_access: false); "
+                "deploy from codebuild_runner or connected_network",
+            )
             if len(self.network.availability_zones) < 3:
                 raise _fail(
                     "network.availability_zones",
