@@ -76,6 +76,14 @@ def _make_bucket(s3: Any, bucket: str, default_key: str | None) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _hash_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own hash cache (never the user's ~/.cache)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(staging.hashing.CACHE_DIR_ENV, str(cache))
+    return cache
+
+
 @pytest.fixture(scope="module")
 def moto_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, str, str]]:
     """In-process moto for the module, with one KMS data key (moto makes an RSA key per
@@ -419,14 +427,14 @@ def test_failed_multipart_upload_is_aborted_and_leaves_no_object(aws: Aws, tmp_p
 def test_failed_run_through_the_cli_exits_1_and_names_the_files(
     aws: Aws, dataset: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    real_digest = staging.digest_file
+    real_digest = staging.hashing.digest_file
 
     def unreadable(path: Path, *args: Any, **kwargs: Any) -> Any:
         if path.name == "shard-00003.bin":
             raise PermissionError(13, "Permission denied", str(path))
         return real_digest(path, *args, **kwargs)
 
-    monkeypatch.setattr(staging, "digest_file", unreadable)
+    monkeypatch.setattr(staging.hashing, "digest_file", unreadable)
 
     result = _cli(str(dataset), f"s3://{aws.bucket}/ds")
 
@@ -468,11 +476,12 @@ def test_verify_with_src_detects_a_local_file_that_changed(aws: Aws, dataset: Pa
     assert "new.bin: in SRC but not in the manifest" in result.stderr
 
 
-def test_verify_without_a_manifest_fails(aws: Aws):
+def test_verify_without_a_manifest_is_a_usage_error(aws: Aws):
     result = _cli("--verify", f"s3://{aws.bucket}/never-staged")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # nothing to verify: the URL is wrong, not the data
     assert f"{MANIFEST_NAME}: missing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 # --- dry run, filters ----------------------------------------------------------------------
