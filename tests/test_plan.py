@@ -23,9 +23,9 @@ def test_plan_json_matches_the_contract(stack_report):
     doc = json.loads(render_json(stack_report("dev")))
     assert doc["project"] == "llmcloud"
     assert doc["stack"] == "dev"
-    assert set(doc) >= {"project", "stack", "resources", "violations", "cost", "outputs"}
+    assert set(doc) >= {"project", "stack", "resources", "violations", "cost", "outputs", "notices"}
     for resource in doc["resources"]:
-        assert set(resource) == {"urn", "type", "name", "parent", "inputs"}
+        assert set(resource) == {"urn", "type", "name", "parent", "inputs", "aliases"}
         assert resource["urn"].startswith("urn:pulumi:dev::llmcloud::")
     parents = {r["parent"] for r in doc["resources"]} - {None}
     assert parents <= {r["urn"] for r in doc["resources"]}
@@ -175,18 +175,6 @@ pulumi.export("waiver", c.require_object("waiver"))
     assert plan.outputs["flag"] is True
     assert plan.outputs["token"] == "[secret]"
     assert plan.outputs["waiver"] == {"expires": "2027-06-30"}
-
-
-def test_remote_components_are_refused_because_they_hide_their_children(plan_program):
-    program = """
-import pulumi
-class Remote(pulumi.ComponentResource):
-    def __init__(self, name):
-        super().__init__("eks:index:Cluster", name, {}, None, remote=True)
-Remote("cluster")
-"""
-    with pytest.raises(PlanError, match="remote components register no children offline"):
-        plan_program(program)
 
 
 def test_a_program_run_error_exits_2_without_a_traceback(tmp_path):

@@ -91,6 +91,7 @@ class Plan:
     secret_outputs: set[str]
     warnings: list[str]
     elapsed_s: float
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
     def by_type(self, token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == token]
@@ -151,16 +152,22 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
         inputs = rpc.deserialize_properties(request.object)
-        resource_id, state = self.mocks.new_resource(
-            pulumi.runtime.MockResourceArgs(
-                typ=request.type,
-                name=request.name,
-                inputs=inputs,
-                provider=request.provider,
-                resource_id=request.importId,
-                custom=request.custom or False,
+        if isinstance(self.mocks, PlanMocks):
+            resource_id, state = self.mocks.resource_state(
+                request.type, request.name, dict(inputs), urn
             )
-        )
+            self._register_synthetic()
+        else:
+            resource_id, state = self.mocks.new_resource(
+                pulumi.runtime.MockResourceArgs(
+                    typ=request.type,
+                    name=request.name,
+                    inputs=inputs,
+                    provider=request.provider,
+                    resource_id=request.importId,
+                    custom=request.custom or False,
+                )
+            )
         response_object = _sync_await(rpc.serialize_properties(state, {}))
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
         record = Resource(
@@ -186,6 +193,14 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(
             urn=urn, id=resource_id, object=response_object
         )
+
+    def _register_synthetic(self) -> None:
+        """Make the resources a component's outputs reference resolvable by URN."""
+        for child_urn, (_, child_id, child_state) in self.mocks.synthetic.items():
+            if child_urn not in self.resources:
+                self.resources[child_urn] = pulumi_mocks.MockMonitor.ResourceRegistration(
+                    child_urn, child_id, child_state
+                )
 
     def _alias_urns(self, request) -> list[str]:
         """The old URNs a resource answers to: its own `aliases` (URNs, or specs resolved the
@@ -442,13 +457,7 @@ def evaluate(
             "two resources share a URN (same type, name and parent type); the engine would "
             "refuse the second:\n" + "\n".join(f"  - {u}" for u in duplicates)
         )
-    remote = [r for r in resources if r.remote]
-    if remote:
-        raise PlanError(
-            "remote components register no children offline (and hide them from policies): "
-            + ", ".join(f"{r.type} {r.name!r}" for r in remote)
-            + "; build them from pulumi-aws / pulumi-kubernetes resources"
-        )
+    notices = _notices(resources, mocks, secret_keys)
     if check_schema:
         problems: list[UnknownProperty] = []
         for r in resources:
@@ -473,4 +482,45 @@ def evaluate(
         secret_outputs=secret_exports,
         warnings=collector.warnings,
         elapsed_s=elapsed,
+        notices=notices,
     )
+
+
+def _notices(
+    resources: list[Resource], mocks: PlanMocks, secret_keys: list[str]
+) -> list[dict[str, Any]]:
+    """What the offline plan synthesized or could not see, for the report's `notices`."""
+    notices: list[dict[str, Any]] = []
+    for token, count in sorted(mocks.synthesized_lookups.items()):
+        notices.append(
+            {
+                "kind": "lookup",
+                "token": token,
+                "count": count,
+                "message": f"{count} × {token} answered with synthesized data (its declared "
+                "result type; ids and names are not the account's)",
+            }
+        )
+    for r in resources:
+        if r.remote:
+            notices.append(
+                {
+                    "kind": "remote-component",
+                    "urn": r.urn,
+                    "token": r.type,
+                    "message": f"{r.type} {r.name!r}: children not evaluated offline (a remote "
+                    "component's resources are created by its provider plugin); outputs "
+                    "synthesized from its SDK's declared types",
+                }
+            )
+    for key in secret_keys:
+        notices.append(
+            {
+                "kind": "secret",
+                "key": key,
+                "message": f"config {key!r} is a secret that was not decrypted (set "
+                "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE); the program saw "
+                f"{SECRET_PLACEHOLDER!r}",
+            }
+        )
+    return notices

@@ -40,6 +40,7 @@ class PlanReport:
             "violations": [v.to_json() for v in self.violations],
             "cost": self.cost.to_json(),
             "outputs": self.plan.outputs,
+            "notices": self.plan.notices,
         }
 
 

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
+import enum
 import importlib
 import json
 import re
 import typing
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import pulumi
 from pulumi import _types as pulumi_types
 
-_PACKAGES = {"aws": "pulumi_aws", "kubernetes": "pulumi_kubernetes", "random": "pulumi_random"}
+_PACKAGES = {
+    "aws": "pulumi_aws",
+    "kubernetes": "pulumi_kubernetes",
+    "random": "pulumi_random",
+    "awsx": "pulumi_awsx",
+    "eks": "pulumi_eks",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ def _token_index(package: str) -> dict[str, tuple[str, str]]:
         module = importlib.import_module(module_name)
     except ImportError:
         return {}
-    source = open(module.__file__).read()  # noqa: SIM115 - read once, cached
+    source = Path(module.__file__).read_text()  # read once, cached
     match = re.search(r'resource_modules="""(.*?)"""', source, re.S)
     index: dict[str, tuple[str, str]] = {}
     if match:
@@ -58,6 +67,21 @@ def _token_index(package: str) -> dict[str, tuple[str, str]]:
             token = entry.get("token")
             if token:
                 index[token] = (entry["fqn"], entry["class"])
+    return index
+
+
+@cache
+def _module_index(package: str) -> dict[str, str]:
+    """token module (`ec2`, `apps/v1`) -> python module, from the same registration data."""
+    index: dict[str, str] = {}
+    root = _PACKAGES.get(package)
+    if root:
+        index["index"] = root
+    for token, (fqn, _) in _token_index(package).items():
+        module = token.split(":")[1]
+        index.setdefault(module, fqn)
+        if package == "aws":  # aws tokens carry the file in the module: `ec2/vpc`
+            index.setdefault(module.split("/")[0], fqn)
     return index
 
 
@@ -181,3 +205,134 @@ def _walk_value(urn: str, token: str, value: Any, typ: Any, path: str, out: list
                 for k, item in value.items():
                     _walk_value(urn, token, item, inner, f"{path}.{k}", out)
             return
+
+
+# ---------------------------------------------------------------- output shapes
+#
+# A shape is what a value of a declared output type looks like, compiled once per type:
+#   ("obj", cls)     an `@pulumi.output_type` class (fields: `object_fields(cls)`)
+#   ("list", shape)  a Sequence of one element type
+#   ("map", shape)   a Mapping of string keys
+#   ("res", cls)     a reference to another resource (a component's `vpc: aws.ec2.Vpc`)
+#   ("str",) ("int",) ("float",) ("bool",) ("any",) ("lit", value)
+
+Shape = tuple
+
+
+def _shape(typ: Any) -> Shape:
+    candidates = _candidates(typ)
+    if not candidates:
+        return ("any",)
+    typ = candidates[0]
+    origin = typing.get_origin(typ)
+    if origin is typing.Literal:
+        return ("lit", typing.get_args(typ)[0])
+    if origin in (collections.abc.Sequence, list, tuple):
+        args = typing.get_args(typ)
+        return ("list", _shape(args[0]) if args else ("any",))
+    if origin in (collections.abc.Mapping, dict):
+        args = typing.get_args(typ)
+        return ("map", _shape(args[1]) if len(args) == 2 else ("any",))
+    if isinstance(typ, type):
+        if pulumi_types.is_output_type(typ):
+            return ("obj", typ)
+        if issubclass(typ, pulumi.Resource):
+            return ("res", typ)
+        if issubclass(typ, enum.Enum):
+            return ("lit", next(iter(typ)).value)  # a declared value, not a made-up string
+        if issubclass(typ, bool):
+            return ("bool",)
+        if issubclass(typ, str):
+            return ("str",)
+        if issubclass(typ, int):
+            return ("int",)
+        if issubclass(typ, float):
+            return ("float",)
+    return ("any",)
+
+
+@cache
+def object_fields(cls: type) -> dict[str, Shape]:
+    """camelCase field -> shape of an `@pulumi.output_type` class."""
+    try:
+        return {k: _shape(t) for k, t in pulumi_types.output_type_types(cls).items()}
+    except Exception:
+        return {}
+
+
+@cache
+def resource_output_shapes(token: str) -> dict[str, Shape]:
+    """camelCase output property -> shape, from the resource class's typed getters."""
+    cls = resource_class(token)
+    if cls is None:
+        return {}
+    try:
+        return {k: _shape(t) for k, t in pulumi_types.resource_types(cls).items()}
+    except Exception:
+        return {}
+
+
+@cache
+def input_fields(token: str) -> dict[str, Any]:
+    """camelCase input property -> declared type of a resource's typed Args (empty if none)."""
+    cls = args_class(token)
+    return _input_fields(cls)[0] if cls is not None else {}
+
+
+def nested_input_fields(typ: Any) -> dict[str, Any] | None:
+    """The fields of the input type a declared input annotation resolves to (None if none)."""
+    for candidate in _candidates(typ):
+        origin = typing.get_origin(candidate)
+        if isinstance(candidate, type) and pulumi_types.is_input_type(candidate):
+            return _input_fields(candidate)[0]
+        if origin in (collections.abc.Sequence, list):
+            (inner,) = typing.get_args(candidate) or (Any,)
+            found = nested_input_fields(inner)
+            if found is not None:
+                return found
+    return None
+
+
+@cache
+def invoke_result_shapes(token: str) -> dict[str, Shape] | None:
+    """camelCase field -> shape of an invoke's declared result type (`GetVpcResult` for
+    `aws:ec2/getVpc:getVpc`), or None when the package or function is unknown."""
+    package, module, function = [*token.split(":"), "", ""][:3]
+    module_name = _module_index(package).get(module.split("/")[0] if package == "aws" else module)
+    if module_name is None:
+        return None
+    try:
+        module_obj = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    result = getattr(module_obj, function[:1].upper() + function[1:] + "Result", None)
+    if result is None or not pulumi_types.is_output_type(result):
+        return None
+    return object_fields(result)
+
+
+@cache
+def _class_tokens() -> dict[type, str]:
+    return {}
+
+
+def resource_token(cls: type) -> str | None:
+    """The type token of a resource class (the inverse of `resource_class`)."""
+    tokens = _class_tokens()
+    if cls in tokens:
+        return tokens[cls]
+    package = next(
+        (p for p, m in _PACKAGES.items() if cls.__module__.split(".")[0] == m),
+        None,
+    )
+    found = None
+    if package is not None:
+        if cls.__name__ == "Provider":
+            found = f"pulumi:providers:{package}"
+        else:
+            for token, (fqn, name) in _token_index(package).items():
+                if name == cls.__name__ and cls.__module__.startswith(fqn):
+                    found = token
+                    break
+    tokens[cls] = found
+    return found

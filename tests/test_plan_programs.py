@@ -1,0 +1,161 @@
+"""`llmcloud plan` on Pulumi programs written the way people write them outside this project:
+computed outputs read in `apply`, lookups feeding other resources, awsx and pulumi-eks
+components. None of them is llmcloud's own program."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+SERVICE_HOSTNAME = """
+import pulumi, pulumi_kubernetes as k8s
+app = k8s.apps.v1.Deployment("app", spec={
+    "selector": {"matchLabels": {"app": "web"}},
+    "template": {"metadata": {"labels": {"app": "web"}},
+                 "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}})
+svc = k8s.core.v1.Service("web", spec={"type": "LoadBalancer", "selector": {"app": "web"},
+                                        "ports": [{"port": 80}]})
+pulumi.export("url", svc.status.apply(lambda s: f"http://{s.load_balancer.ingress[0].hostname}"))
+pulumi.export("name", app.metadata.apply(lambda m: m.name))
+pulumi.export("ready", app.status.apply(lambda s: s.ready_replicas))
+"""
+
+
+def test_a_load_balancer_services_hostname_is_there_for_apply(plan_program):
+    plan = plan_program(SERVICE_HOSTNAME)
+    # The ingress of a LoadBalancer Service on EKS is the ELB's DNS name in the stack's region.
+    assert plan.outputs["url"].startswith("http://")
+    assert plan.outputs["url"].endswith(".elb.us-east-1.amazonaws.com")
+    assert plan.outputs["name"]
+    assert isinstance(plan.outputs["ready"], int)
+
+
+LOOKUPS = """
+import base64, json
+import pulumi, pulumi_aws as aws
+vpc = aws.ec2.get_vpc(default=True)
+subnets = aws.ec2.get_subnets(filters=[{"name": "vpc-id", "values": [vpc.id]}])
+sg = aws.ec2.SecurityGroup("web", vpc_id=vpc.id, ingress=[{
+    "protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_blocks": [vpc.cidr_block]}])
+lb = aws.lb.LoadBalancer("web", subnets=subnets.ids, security_groups=[sg.id])
+ami = aws.ec2.get_ami(most_recent=True, owners=["amazon"],
+                      filters=[{"name": "name", "values": ["al2023-ami-*"]}])
+aws.ec2.Instance("web", ami=ami.id, instance_type="t3.micro", subnet_id=subnets.ids[0],
+                 vpc_security_group_ids=[sg.id])
+creds = aws.ecr.get_credentials(registry_id="210987654321")
+user, password = base64.b64decode(creds.authorization_token).decode().split(":")
+pulumi.export("registry", creds.proxy_endpoint)
+pulumi.export("user", user)
+pulumi.export("dns", lb.dns_name)
+pulumi.export("zone", lb.zone_id)
+"""
+
+
+def test_lookups_answer_their_declared_types_and_feed_other_resources(plan_program):
+    plan = plan_program(LOOKUPS, {"aws:region": "eu-west-1"})
+    sg = plan.by_type("aws:ec2/securityGroup:SecurityGroup")[0]
+    lb = plan.by_type("aws:lb/loadBalancer:LoadBalancer")[0]
+    instance = plan.by_type("aws:ec2/instance:Instance")[0]
+    assert sg.inputs["vpcId"].startswith("vpc-")
+    assert sg.inputs["ingress"][0]["cidrBlocks"][0].count("/") == 1
+    assert lb.inputs["subnets"] and all(s.startswith("subnet-") for s in lb.inputs["subnets"])
+    assert instance.inputs["ami"].startswith("ami-")
+    assert instance.inputs["subnetId"] == lb.inputs["subnets"][0]
+    # ECR's token is base64("AWS:<password>"), its endpoint the registry's in the region.
+    assert plan.outputs["user"] == "AWS"
+    assert plan.outputs["registry"] == "https://210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+    assert plan.outputs["dns"].endswith(".eu-west-1.elb.amazonaws.com")
+    assert plan.outputs["zone"]
+    synthesized = {n["token"] for n in plan.notices if n["kind"] == "lookup"}
+    assert {
+        "aws:ec2/getVpc:getVpc",
+        "aws:ec2/getSubnets:getSubnets",
+        "aws:ec2/getAmi:getAmi",
+        "aws:ecr/getCredentials:getCredentials",
+    } <= synthesized
+
+
+def test_output_only_fields_nested_in_given_inputs_are_filled(plan_program):
+    program = """
+import pulumi, pulumi_aws as aws
+role = aws.iam.Role("eks", assume_role_policy="{}")
+cluster = aws.eks.Cluster("c", role_arn=role.arn, vpc_config={"subnet_ids": ["subnet-1"]},
+                          tags={"team": "ml"})
+pulumi.export("sg", cluster.vpc_config.cluster_security_group_id)
+pulumi.export("issuer", cluster.identities[0].oidcs[0].issuer)
+pulumi.export("tags_all", cluster.tags_all)
+pulumi.export("role", role.arn)
+"""
+    plan = plan_program(program, {"aws:region": "us-west-2"})
+    assert plan.outputs["sg"].startswith("sg-")
+    assert plan.outputs["issuer"].startswith("https://oidc.eks.us-west-2.amazonaws.com/id/")
+    assert plan.outputs["tags_all"] == {"team": "ml"}
+    assert plan.outputs["role"].startswith("arn:aws:iam::123456789012:role/eks-")
+    # The recorded inputs stay what the program gave: nothing synthesized leaks into them.
+    cluster = plan.by_type("aws:eks/cluster:Cluster")[0]
+    assert cluster.inputs["vpcConfig"] == {"subnetIds": ["subnet-1"]}
+
+
+AWSX_VPC = """
+import pulumi, pulumi_awsx as awsx
+vpc = awsx.ec2.Vpc("vpc", cidr_block="10.0.0.0/16", number_of_availability_zones=2,
+    nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(strategy=awsx.ec2.NatGatewayStrategy.SINGLE))
+pulumi.export("vpc_id", vpc.vpc_id)
+pulumi.export("private", vpc.private_subnet_ids)
+pulumi.export("private_ids", vpc.private_subnets.apply(lambda subnets: [s.id for s in subnets]))
+pulumi.export("nat", vpc.nat_gateways.apply(lambda gws: [g.id for g in gws]))
+pulumi.export("vpc_ref_id", vpc.vpc.id)
+"""
+
+
+def test_an_awsx_vpc_is_planned_with_its_outputs_and_named_as_not_evaluated(plan_program):
+    pytest.importorskip("pulumi_awsx")
+    plan = plan_program(AWSX_VPC)
+    component = plan.by_type("awsx:ec2:Vpc")[0]
+    assert component.remote
+    assert component.inputs["natGateways"] == {"strategy": "Single"}  # recorded as given
+    # Resource references the SDK resolves: subnet ids agree with the subnet objects, and
+    # the component spreads over the zones it was given.
+    assert plan.outputs["vpc_id"].startswith("vpc-")
+    assert plan.outputs["vpc_id"] == plan.outputs["vpc_ref_id"]
+    assert plan.outputs["private"] == plan.outputs["private_ids"]
+    assert len(plan.outputs["private"]) == 2
+    assert plan.outputs["nat"][0].startswith("nat-")
+    (notice,) = [n for n in plan.notices if n["kind"] == "remote-component"]
+    assert notice["urn"] == component.urn
+    assert "children not evaluated offline" in notice["message"]
+    # Its children are no planned resources (the plan does not invent their inputs).
+    assert not plan.by_type("aws:ec2/vpc:Vpc")
+
+
+EKS_CLUSTER = """
+import json
+import pulumi, pulumi_eks as eks, pulumi_kubernetes as k8s
+cluster = eks.Cluster("ml", instance_type="m5.large", desired_capacity=2, min_size=1,
+                      max_size=3)
+provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig.apply(json.dumps))
+k8s.core.v1.Namespace("ml", opts=pulumi.ResourceOptions(provider=provider))
+pulumi.export("server", cluster.kubeconfig.apply(lambda k: k["clusters"][0]["cluster"]["server"]))
+pulumi.export("endpoint", cluster.eks_cluster.endpoint)
+pulumi.export("roles", cluster.instance_roles.apply(lambda roles: [r.arn for r in roles]))
+pulumi.export("oidc", cluster.core.oidc_provider.arn)
+"""
+
+
+def test_a_pulumi_eks_cluster_has_a_kubeconfig_for_its_own_endpoint(plan_program):
+    pytest.importorskip("pulumi_eks")
+    plan = plan_program(EKS_CLUSTER, {"aws:region": "us-west-2"})
+    assert plan.outputs["server"] == plan.outputs["endpoint"]
+    assert plan.outputs["endpoint"].endswith(".us-west-2.eks.amazonaws.com")
+    assert plan.outputs["roles"][0].startswith("arn:aws:iam::123456789012:role/")
+    assert plan.outputs["oidc"].startswith(
+        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/"
+    )
+    provider = plan.by_type("pulumi:providers:kubernetes")[0]
+    kubeconfig = json.loads(provider.inputs["kubeconfig"])
+    user = kubeconfig["users"][0]["user"]["exec"]
+    assert user["command"] == "aws" and user["args"][:2] == ["eks", "get-token"]
+    assert base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert any(n["kind"] == "remote-component" for n in plan.notices)
