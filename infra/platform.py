@@ -148,6 +148,7 @@ class Platform:
                     config=group,
                     zones=group.zones(config.network, config.region),
                 ),
+                ctx,
                 ctx.opts(),
             )
             for group in config.cluster.gpu_node_groups

@@ -181,6 +181,7 @@ def test_pod_identity_is_the_default_for_addon_roles(prod_plan):
     }
     assert accounts == {
         ("kube-system", "aws-node"),
+        ("kube-system", "cluster-autoscaler"),
         ("kube-system", "ebs-csi-controller-sa"),
         ("kube-system", "fsx-csi-controller-sa"),
     }

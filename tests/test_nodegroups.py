@@ -262,14 +262,22 @@ def test_nvme_instance_store_is_striped_raid0_and_pods_are_capped(prod_plan):
         assert spec["kubelet"]["config"]["maxPods"] == 250  # 192 / 48 vCPUs: the large cap
 
 
-def test_instance_type_is_on_the_node_group_not_the_launch_template(prod_plan, dev_plan):
+def test_instance_type_is_named_in_exactly_one_place(prod_plan, dev_plan):
+    """EKS takes the type from the node group or the launch template, never both; a Capacity
+    Block's launch template must name it (EKS user guide, Capacity Blocks with managed node
+    groups), every other group carries it on the node group."""
     for plan in (prod_plan, dev_plan):
-        for lt in plan.by_type(LT):
-            assert "instanceType" not in lt.inputs
-            assert "imageId" not in lt.inputs  # EKS picks the AMI of ami_type
-            assert "iamInstanceProfile" not in lt.inputs
+        templates = {lt.name.removesuffix("-launch-template"): lt for lt in plan.by_type(LT)}
         for ng in plan.by_type(NG):
-            assert len(ng.inputs["instanceTypes"]) >= 1
+            lt = templates[ng.name.removesuffix("-node-group")].inputs
+            assert "imageId" not in lt  # EKS picks the AMI of ami_type
+            assert "iamInstanceProfile" not in lt
+            on_group = ng.inputs.get("instanceTypes") or []
+            block = ng.inputs["capacityType"] == "CAPACITY_BLOCK"
+            assert (lt.get("instanceType") is not None) == block, ng.name
+            assert bool(on_group) != block, ng.name
+    block_lt = launch_template(prod_plan, "h200-block").inputs
+    assert block_lt["instanceType"] == "p5e.48xlarge"
 
 
 # ----------------------------------------------------------------------------- contract
@@ -292,7 +300,8 @@ def test_gpu_node_groups_carry_the_contract_labels_taint_and_tags(stack_report, 
             "llmcloud:capacity": group.capacity.type,
             "llmcloud:node-group": group.name,
         }
-        assert ng["instanceTypes"] == [group.resolved_instance_type]
+        named_type = ng.get("instanceTypes") or [launch_template(plan, group.name).inputs["instanceType"]]
+        assert named_type == [group.resolved_instance_type]
         assert ng["amiType"] == "AL2023_x86_64_NVIDIA"
         assert ng["nodeRepairConfig"] == {"enabled": True}
         assert ng["scalingConfig"] == {
@@ -342,8 +351,9 @@ def test_plan_report_counts_gpus_of_the_node_groups(stack_report):
 
 GROUP_PROGRAM = """
 import pulumi
-from infra.config import GpuNodeGroupConfig
+from infra.config import GpuNodeGroupConfig, config_from_pulumi
 from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs, NodeGroupCluster
+from infra.context import make_context
 
 config = pulumi.Config("test")
 cluster = NodeGroupCluster(
@@ -354,14 +364,23 @@ cluster = NodeGroupCluster(
     ebs_key_arn="arn:aws:kms:us-east-1:123456789012:key/ebs",
     vpc_id="vpc-1",
     subnet_by_zone={"us-east-1a": "subnet-a", "us-east-1b": "subnet-b"},
+    autoscaler_cluster=config.get("autoscaler"),
 )
+ctx = make_context(config_from_pulumi())
 group = GpuNodeGroupConfig.model_validate(config.require_object("group"))
-GpuNodeGroup("g", GpuNodeGroupArgs(cluster, group, zones=config.require_object("zones")))
+GpuNodeGroup("g", GpuNodeGroupArgs(cluster, group, zones=config.require_object("zones")), ctx)
 """
 
 
-def plan_group(plan_program, group: dict, zones: list[str]) -> Plan:
-    return plan_program(GROUP_PROGRAM, config={"test:group": group, "test:zones": zones})
+def plan_group(plan_program, group: dict, zones: list[str], autoscaler: str | None = None) -> Plan:
+    config = {
+        "test:group": group,
+        "test:zones": zones,
+        "llmcloud:network": {"availability_zones": ["us-east-1a", "us-east-1b"]},
+    }
+    if autoscaler is not None:
+        config["test:autoscaler"] = autoscaler
+    return plan_program(GROUP_PROGRAM, config=config)
 
 
 def test_bottlerocket_group_gets_os_and_data_volumes_and_toml_user_data(plan_program):

@@ -4,6 +4,7 @@ after an interruption, composite multipart checksums, no partial objects, usage 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -628,3 +629,260 @@ def test_cli_stages_and_verifies_over_http_with_endpoint_url(moto_server: str, t
     head = s3.head_object(Bucket=bucket, Key="ds/big.bin")
     assert head["SSEKMSKeyId"] == arn and head["ETag"].endswith('-2"')
     assert _manifest(s3, bucket, "ds")["file_count"] == 5
+
+
+# --- re-runs: one listing, the manifest and the hash cache decide --------------------------
+
+
+def _age(src: Path, seconds: float = 60.0) -> None:
+    """Backdate every file's mtime: a file modified in the last two seconds is not cached
+    (it could change again within the same mtime tick)."""
+    past = time.time() - seconds
+    for path in src.rglob("*"):
+        if path.is_file():
+            os.utime(path, (past, past))
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every file stage hashes (reads), in order."""
+    read: list[str] = []
+    real = staging.hashing.digest_file
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> Any:
+        read.append(path.name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(staging.hashing, "digest_file", counting)
+    return read
+
+
+def test_rerun_decides_from_one_listing_without_a_head_per_object(aws: Aws, tmp_path: Path):
+    src = _dataset(tmp_path, count=12)
+    _age(src)
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    assert stage(StageOptions(src, dest), s3=_client()).ok
+
+    s3 = _client()
+    heads, lists = _record_calls(s3, "HeadObject"), _record_calls(s3, "ListObjectsV2")
+    puts, gets = _record_calls(s3, "PutObject"), _record_calls(s3, "GetObject")
+    again = stage(StageOptions(src, dest), s3=s3)
+
+    assert again.ok and len(again.skipped) == 12 and again.uploaded == []
+    assert heads == []
+    assert 1 <= len(lists) <= 3  # the prefix (and its val/ sub-prefix), not one per object
+    assert gets == [f"/ds/{MANIFEST_NAME}"]  # the previous manifest, once
+    assert len(puts) == 1 and puts[0].endswith(MANIFEST_NAME)
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_rerun_still_resends_a_deleted_object_and_a_replaced_one(aws: Aws, tmp_path: Path):
+    src = _dataset(tmp_path, count=6)
+    _age(src)
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    assert stage(StageOptions(src, dest), s3=_client()).ok
+    aws.s3.delete_object(Bucket=aws.bucket, Key="ds/shard-00000.bin")
+    _put_lookalike(aws, "ds/shard-00001.bin", (src / "shard-00001.bin").stat().st_size)
+
+    again = stage(StageOptions(src, dest), s3=_client())
+
+    assert sorted(again.uploaded) == ["shard-00000.bin", "shard-00001.bin"]
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_unchanged_files_are_not_read_again_on_a_rerun(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    src = _dataset(tmp_path, count=6)
+    _age(src)
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    read = _count_reads(monkeypatch)
+    assert stage(StageOptions(src, dest), s3=_client()).ok
+    assert len(read) == 6
+
+    read.clear()
+    again = stage(StageOptions(src, dest), s3=_client())
+
+    assert again.ok and len(again.skipped) == 6
+    assert read == [] and again.hash_cache_hits == 6
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["mtime", "size", "inode"],
+)
+def test_a_changed_mtime_size_or_inode_re_hashes_the_file(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+):
+    src = _dataset(tmp_path, count=4)
+    _age(src)
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    assert stage(StageOptions(src, dest), s3=_client()).ok
+    path = src / "shard-00001.bin"
+    size = path.stat().st_size
+    if change == "mtime":  # same size, new bytes, a new mtime (written a minute later)
+        path.write_bytes(os.urandom(size))
+        os.utime(path, (time.time() - 30, time.time() - 30))
+    elif change == "size":
+        path.write_bytes(os.urandom(size + 1))
+    else:  # replaced by `mv` with a file of the same size and mtime: another inode
+        stat = path.stat()
+        other = tmp_path / "replacement.bin"
+        other.write_bytes(os.urandom(size))
+        os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        other.replace(path)
+    read = _count_reads(monkeypatch)
+
+    again = stage(StageOptions(src, dest), s3=_client())
+
+    assert read == ["shard-00001.bin"]
+    assert again.uploaded == ["shard-00001.bin"] and len(again.skipped) == 3
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_hash_cache_lookup_matches_size_mtime_and_inode(tmp_path: Path):
+    src = _dataset(tmp_path, count=1)
+    _age(src)
+    (file,) = staging.list_local_files(src)
+    cache = staging.HashCache(src, tmp_path / "cache.sqlite3")
+    digest = staging.digest_file(file.path, file.size, None)
+    cache.store(file, digest)
+    cache.flush()
+    cache.close()
+
+    reopened = staging.HashCache(src, tmp_path / "cache.sqlite3")
+
+    assert reopened.lookup(file) == digest
+    assert reopened.lookup(dataclasses.replace(file, mtime_ns=file.mtime_ns + 1)) is None
+    assert reopened.lookup(dataclasses.replace(file, size=file.size + 1)) is None
+    assert reopened.lookup(dataclasses.replace(file, inode=file.inode + 1)) is None
+
+
+def test_a_file_modified_just_now_is_not_cached(tmp_path: Path):
+    src = _dataset(tmp_path, count=1)  # written a moment ago: racily clean
+    (file,) = staging.list_local_files(src)
+    cache = staging.HashCache(src, tmp_path / "cache.sqlite3")
+    cache.store(file, staging.digest_file(file.path, file.size, None))
+    cache.flush()
+
+    assert staging.HashCache(src, tmp_path / "cache.sqlite3").lookup(file) is None
+
+
+def test_an_unwritable_cache_directory_does_not_stop_staging(
+    aws: Aws, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(staging.hashing.CACHE_DIR_ENV, str(blocker / "cache"))
+
+    result = stage(StageOptions(dataset, parse_s3_url(f"s3://{aws.bucket}/ds")), s3=_client())
+
+    assert result.ok and len(result.uploaded) == 6
+
+
+def test_wide_prefix_is_listed_per_sub_prefix(aws: Aws, tmp_path: Path):
+    src = tmp_path / "wide"
+    for shard in range(5):
+        (src / f"part-{shard}").mkdir(parents=True)
+        (src / f"part-{shard}" / "x.bin").write_bytes(os.urandom(100 + shard))
+    dest = parse_s3_url(f"s3://{aws.bucket}/wide")
+    assert stage(StageOptions(src, dest), s3=_client()).ok
+    s3 = _client()
+    prefixes: list[tuple[str, str | None]] = []
+    s3.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: prefixes.append((params["Prefix"], params.get("Delimiter"))),
+    )
+
+    listed = staging.remote.list_remote(s3, dest)
+
+    assert set(listed) == {f"wide/part-{i}/x.bin" for i in range(5)} | {f"wide/{MANIFEST_NAME}"}
+    assert prefixes[0] == ("wide/", "/")
+    assert sorted(prefixes[1:]) == [(f"wide/part-{i}/", None) for i in range(5)]
+
+
+# --- part size, checksums on the wire --------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_another_part_size_does_not_re_upload(aws: Aws, tmp_path: Path, manifest: bool):
+    src = tmp_path / "mp"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(11 * MIB))
+    dest = parse_s3_url(f"s3://{aws.bucket}/mp")
+    assert stage(StageOptions(src, dest, part_size_mib=5), s3=_client()).ok
+    if not manifest:  # a teammate's partial run: decided by x-amz-meta-sha256 via HEAD
+        aws.s3.delete_object(Bucket=aws.bucket, Key=f"mp/{MANIFEST_NAME}")
+    s3 = _client()
+    puts, parts = _record_calls(s3, "PutObject"), _record_calls(s3, "UploadPart")
+
+    again = stage(StageOptions(src, dest, part_size_mib=6), s3=s3)
+
+    assert again.skipped == ["big.bin"] and again.uploaded == []
+    assert parts == [] and len(puts) == 1  # the manifest only
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_every_upload_request_carries_our_sha256_and_sse_kms(aws: Aws, tmp_path: Path):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    (src / "small.bin").write_bytes(os.urandom(1000))
+    (src / "big.bin").write_bytes(os.urandom(11 * MIB))
+    s3 = _client()
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def keep(request: Any, **_: Any) -> None:
+        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.append((request.url, headers))
+
+    s3.meta.events.register("before-send.s3", keep)
+
+    result = stage(StageOptions(src, parse_s3_url(f"s3://{aws.bucket}/m"), part_size_mib=5), s3=s3)
+
+    assert result.ok
+    bodies = [(url, h) for url, h in sent if "uploadId=" in url and "partNumber=" in url]
+    bodies += [(url, h) for url, h in sent if url.endswith("/m/small.bin")]
+    assert len(bodies) == 3 + 1  # 3 parts, 1 PUT
+    small = base64.b64encode(hashlib.sha256((src / "small.bin").read_bytes()).digest()).decode()
+    assert bodies[-1][1]["x-amz-checksum-sha256"] == small
+    for _, headers in bodies:
+        assert headers.get("x-amz-checksum-sha256")
+        # no checksum botocore computed on its own, no SigV4 hash of the body either
+        assert "x-amz-checksum-crc32" not in {k.lower() for k in headers}
+    created = [h for url, h in sent if url.endswith("?uploads")]
+    assert created and created[0]["x-amz-server-side-encryption"] == "aws:kms"
+    assert created[0]["x-amz-meta-sha256"] == _sha256(src / "big.bin")
+
+
+def test_file_range_streams_only_its_bytes_and_rewinds_progress(tmp_path: Path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    seen: list[int] = []
+
+    with staging.transfer.FileRange(path, 100, 50, seen.append) as body:
+        first = body.read(30)
+        body.seek(0)  # botocore rewinds a body to retry it
+        whole = body.read()
+
+    assert first == (bytes(range(256)) * 4)[100:130]
+    assert whole == (bytes(range(256)) * 4)[100:150]
+    assert sum(seen) == 50  # the rewind took the first 30 bytes back
+
+
+# --- output units ----------------------------------------------------------------------------
+
+
+def test_progress_bar_and_summary_show_speed_in_the_same_binary_unit():
+    from rich.progress import Progress
+
+    progress = Progress()
+    task = progress.add_task("uploading", total=100)
+    progress.tasks[task].finished_speed = 3 * MIB
+    result = staging.StageResult(
+        parse_s3_url("s3://bkt/ds"), files_total=1, bytes_total=6 * MIB, uploaded=["x"],
+        bytes_uploaded=6 * MIB, seconds=2.0, manifest_url="s3://bkt/ds/_manifest.json",
+    )  # fmt: skip
+
+    bar = staging.progress.BinarySpeedColumn().render(progress.tasks[task]).plain
+
+    assert bar == "3.0 MiB/s"
+    assert "3.0 MiB/s" in staging.summary_line(result)

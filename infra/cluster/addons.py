@@ -98,6 +98,11 @@ CHARTS = {
     # with the release tag.
     "lws": Chart("oci://registry.k8s.io/lws/charts/lws", "v0.7.0", None),
     "jobset": Chart("oci://registry.k8s.io/jobset/charts/jobset", "v0.12.0", None),
+    # kubernetes/autoscaler tag cluster-autoscaler-chart-9.59.0 (2026-07-21), the newest
+    # chart release as of 2026-12-01 in the mirror; installed by infra/cluster/autoscaler.py
+    "cluster-autoscaler": Chart(
+        "cluster-autoscaler", "9.59.0", "https://kubernetes.github.io/autoscaler"
+    ),
 }
 
 GPU_TOLERATION = gpu_toleration()

@@ -26,7 +26,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cluster.nodegroups import NodeGroupCluster, SystemNodeGroup
+from infra.cluster.nodegroups import NodeGroupCluster, SystemNodeGroup, SystemNodeGroupArgs
 from infra.config import ClusterConfig
 from infra.context import Context
 from infra.contracts import KUBE_SYSTEM, STS_AUDIENCE
@@ -37,8 +37,14 @@ OIDC_AUDIENCE = STS_AUDIENCE
 
 # VPC CNI: prefix delegation hands each ENI slot a /28 so GPU nodes are not limited by
 # per-ENI secondary IPs; one warm prefix keeps pod start-up fast without hoarding addresses.
+# `enableNetworkPolicy` starts the CNI's network policy agent (an eBPF node agent in the
+# aws-node DaemonSet plus a controller EKS runs in the control plane): without it, or another
+# engine, NetworkPolicies are stored and never enforced. EKS user guide, "Limit Pod traffic
+# with Kubernetes network policies": add-on configuration `{"enableNetworkPolicy": "true"}`,
+# VPC CNI v1.14.0 or later, clusters 1.25 or later.
 VPC_CNI_CONFIGURATION: dict[str, Any] = {
-    "env": {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}
+    "env": {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"},
+    "enableNetworkPolicy": "true",
 }
 
 
@@ -222,9 +228,14 @@ class Cluster(pulumi.ComponentResource):
             subnet_by_zone=dict(args.subnet_by_zone),
             instance_tags=dict(args.instance_tags),
             depends_on=list(self.managed_addons.values()),
+            # every stack runs the Cluster Autoscaler (infra/cluster/autoscaler.py)
+            autoscaler_cluster=args.name,
         )
         self.system_nodes = SystemNodeGroup(
-            f"{name}-system", self.node_group_cluster, cfg.system_nodes, child
+            f"{name}-system",
+            SystemNodeGroupArgs(cluster=self.node_group_cluster, config=cfg.system_nodes),
+            ctx,
+            child,
         )
         for addon in MANAGED_ADDONS:
             if not addon.before_nodes:

@@ -9,8 +9,19 @@ zones, sizes, volumes, IMDS reachability, extra labels) is its `GpuNodeGroupConf
 Why a launch template of our own for every group: it is the only place where IMDSv2, KMS
 encrypted gp3 volumes, EFA interfaces, placement groups and capacity reservations (ODCR and
 Capacity Blocks) can be set on a managed node group. EKS merges it with its own bootstrap, so
-the template never names an AMI, an instance profile, a subnet or the instance type (the
-node group carries the type, see the contract in ARCHITECTURE.md).
+the template never names an AMI, an instance profile or a subnet. The node group carries the
+instance type, except for a Capacity Block, whose launch template must name it (EKS user
+guide, "Create a managed node group with Capacity Blocks for ML"; EKS takes the type from one
+place only, so the node group then names none).
+
+How nodes arrive: the Cluster Autoscaler (`infra/cluster/autoscaler.py`) sets the desired size
+of every group whose size may move (min < max). Scaling from zero, it knows a group only by
+the tags of its Auto Scaling group: EKS puts a managed node group's own tags on the group
+resource, not on the ASG it creates (aws/containers-roadmap#608), so each group tags its ASG
+itself (`aws.autoscaling.Tag` on `resources[0].autoscalingGroups[0].name`) with the
+`k8s.io/cluster-autoscaler/node-template/...` labels, taint and resources the autoscaler reads
+(kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/README.md, "Auto-Discovery Setup").
+A Capacity Block group is sized by scheduled actions at the block's start and end instead.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pulumi
 import pulumi_aws as aws
@@ -25,14 +37,18 @@ import yaml
 
 from infra.catalog import InstanceType, load_catalog
 from infra.config import GpuNodeGroupConfig, SystemNodeGroupConfig
+from infra.context import Context
 
 # Labels and taint of the cross-team contract (workloads select and tolerate them).
 from infra.contracts import (
     AMI_LABEL,
     CAPACITY_LABEL,
     EFA_PRESENT_LABEL,
+    EFA_RESOURCE,
     GPU_KIND_LABEL,
     GPU_PRESENT_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
     INSTANCE_TYPE_LABEL,
     NODE_GROUP_LABEL,
@@ -71,6 +87,78 @@ MAX_PODS_SMALL, MAX_PODS_LARGE, LARGE_NODE_VCPUS = 110, 250, 30
 
 IMDS_HOP_LIMIT_NODES_ONLY = 1  # pods on the pod network cannot reach IMDS
 IMDS_HOP_LIMIT_WITH_PODS = 2
+
+# Cluster Autoscaler's ASG tags (kubernetes/autoscaler cloudprovider/aws/README.md): the two
+# discovery tags, and the node template it reads when a group is at zero nodes.
+AUTOSCALER_ENABLED_TAG = "k8s.io/cluster-autoscaler/enabled"
+NODE_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
+# EKS user guide, Capacity Blocks: scale to zero more than 30 minutes before the block ends,
+# so pods drain before EC2 reclaims the instances.
+CAPACITY_BLOCK_DRAIN_MINUTES = 60
+
+
+def autoscaler_cluster_tag(cluster_name: str) -> str:
+    """The per-cluster discovery tag (value `owned`); the autoscaler's IAM writes need it."""
+    return f"k8s.io/cluster-autoscaler/{cluster_name}"
+
+
+def ephemeral_storage_gib(instance: InstanceType, root_volume_gb: int) -> int:
+    """What kubelet reports as the node's ephemeral-storage capacity: the NVMe instance store
+    striped into RAID0 where the instance has one (containerd and kubelet live there), else
+    the volume that holds them (the root volume on AL2023, the data volume on Bottlerocket)."""
+    if instance.has_instance_store:
+        return instance.nvme_disks * instance.nvme_disk_gb * 10**9 // 2**30
+    return root_volume_gb
+
+
+def node_template_tags(
+    cluster_name: str,
+    labels: Mapping[str, str],
+    taints: Sequence[tuple[str, str, str]],
+    resources: Mapping[str, str],
+) -> dict[str, str]:
+    """The ASG tags the Cluster Autoscaler discovers a group by and builds its template node
+    from: labels, taints (`value:Effect`) and extended resources of a node of the group."""
+    tags = {AUTOSCALER_ENABLED_TAG: "true", autoscaler_cluster_tag(cluster_name): "owned"}
+    tags.update({f"{NODE_TEMPLATE_PREFIX}/label/{k}": v for k, v in labels.items()})
+    tags.update({f"{NODE_TEMPLATE_PREFIX}/taint/{k}": f"{v}:{e}" for k, v, e in taints})
+    tags.update({f"{NODE_TEMPLATE_PREFIX}/resources/{k}": v for k, v in resources.items()})
+    return tags
+
+
+def _tag_slug(key: str) -> str:
+    return (
+        key.removeprefix(NODE_TEMPLATE_PREFIX + "/")
+        .removeprefix("k8s.io/cluster-autoscaler/")
+        .replace("/", "-")
+    )
+
+
+def asg_name(node_group: aws.eks.NodeGroup) -> pulumi.Output[str]:
+    """The Auto Scaling group EKS made for a managed node group (exactly one per group)."""
+    return node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
+
+
+def tag_asg(
+    name: str, node_group: aws.eks.NodeGroup, tags: Mapping[str, str], parent: pulumi.Resource
+) -> list[aws.autoscaling.Tag]:
+    """One `aws.autoscaling.Tag` per tag on the node group's ASG. Not propagated to
+    instances: the autoscaler reads them from the group, kubelet sets the real labels."""
+    group = asg_name(node_group)
+    return [
+        aws.autoscaling.Tag(
+            f"{name}-asg-tag-{_tag_slug(key)}",
+            autoscaling_group_name=group,
+            tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[node_group]),
+        )
+        for key, value in sorted(tags.items())
+    ]
+
+
+def schedule_time(moment: datetime) -> str:
+    """The UTC timestamp format of Auto Scaling scheduled actions (`YYYY-MM-DDThh:mm:ssZ`)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def max_pods(instance: InstanceType) -> int:
@@ -162,6 +250,9 @@ class NodeGroupCluster:
     instance_tags: Mapping[str, str] = field(default_factory=dict)
     # what must exist before nodes join (the VPC CNI and kube-proxy add-ons)
     depends_on: Sequence[pulumi.Resource] = ()
+    # the cluster's name as a plain string, for the autoscaler's discovery tags; None: the
+    # cluster runs no autoscaler and no group's size moves by itself
+    autoscaler_cluster: str | None = None
 
 
 def _volume(
@@ -197,24 +288,38 @@ def _tag_specifications(tags: Mapping[str, str]) -> list:
     ]
 
 
+@dataclass(frozen=True)
+class SystemNodeGroupArgs:
+    cluster: NodeGroupCluster
+    config: SystemNodeGroupConfig
+
+
+def autoscaled(cluster: NodeGroupCluster, min_size: int, max_size: int) -> bool:
+    """Whether the autoscaler owns a group's current size: it runs, and the size may move."""
+    return cluster.autoscaler_cluster is not None and min_size < max_size
+
+
 class SystemNodeGroup(pulumi.ComponentResource):
-    """Small on-demand nodes for cluster add-ons (CoreDNS, CSI controllers, Prometheus, KEDA),
-    spread across every zone of the VPC. Untainted; GPU workloads never land here because they
-    select their own node group."""
+    """Small on-demand nodes for cluster add-ons (CoreDNS, CSI controllers, Prometheus, KEDA,
+    the Cluster Autoscaler), spread across every zone of the VPC. Untainted; GPU workloads
+    never land here because they select their own node group."""
 
     node_group: aws.eks.NodeGroup
     launch_template: aws.ec2.LaunchTemplate
     labels: dict[str, str]
+    autoscaled: bool
+    asg_tags: list[aws.autoscaling.Tag]
 
     def __init__(
         self,
         name: str,
-        cluster: NodeGroupCluster,
-        config: SystemNodeGroupConfig,
+        args: SystemNodeGroupArgs,
+        ctx: Context,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("llmcloud:cluster:SystemNodeGroup", name, None, opts)
         self._name = name  # children carry it: a URN holds the parent's type, not its name
+        cluster, config = args.cluster, args.config
         child = pulumi.ResourceOptions(parent=self)
         smallest = min(
             (load_catalog().instance(t) for t in config.instance_types), key=lambda i: i.vcpus
@@ -226,6 +331,7 @@ class SystemNodeGroup(pulumi.ComponentResource):
             "Name": SYSTEM_GROUP,
         }
         self.labels = {NODE_GROUP_LABEL: SYSTEM_GROUP}
+        self.autoscaled = autoscaled(cluster, config.min_size, config.max_size)
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{self._name}-launch-template",
             description="llmcloud system nodes: IMDSv2, encrypted gp3 root",
@@ -271,9 +377,24 @@ class SystemNodeGroup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(cluster.depends_on),
-                # the cluster autoscaler owns the current size
-                ignore_changes=["scalingConfig.desiredSize"],
+                # the Cluster Autoscaler owns the current size where it may move
+                ignore_changes=["scalingConfig.desiredSize"] if self.autoscaled else None,
             ),
+        )
+        self.asg_tags = (
+            tag_asg(
+                self._name,
+                self.node_group,
+                node_template_tags(
+                    cluster.autoscaler_cluster or "",
+                    self.labels,
+                    (),
+                    {"ephemeral-storage": f"{config.disk_gb}Gi"},
+                ),
+                self,
+            )
+            if self.autoscaled
+            else []
         )
         self.register_outputs({"node_group_name": self.node_group.node_group_name})
 
@@ -288,7 +409,8 @@ class GpuNodeGroupArgs:
 class GpuNodeGroup(pulumi.ComponentResource):
     """One GPU node group: launch template (IMDSv2, KMS gp3 volumes, NVMe RAID0, EFA
     interfaces, capacity reservation or Capacity Block), the EFA security group, a cluster
-    placement group when EFA is on and capacity is not reserved, and the managed node group."""
+    placement group when EFA is on and capacity is not reserved, the managed node group, the
+    autoscaler's tags on its ASG, and a Capacity Block's scheduled start and end."""
 
     name: str
     gpu_kind: str
@@ -298,13 +420,21 @@ class GpuNodeGroup(pulumi.ComponentResource):
     capacity: str
     zones: list[str]
     labels: dict[str, str]
+    taints: list[tuple[str, str, str]]
+    autoscaled: bool
     node_group: aws.eks.NodeGroup
     launch_template: aws.ec2.LaunchTemplate
     efa_security_group: aws.ec2.SecurityGroup | None
     placement_group: aws.ec2.PlacementGroup | None
+    asg_tags: list[aws.autoscaling.Tag]
+    schedules: list[aws.autoscaling.Schedule]
 
     def __init__(
-        self, name: str, args: GpuNodeGroupArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        args: GpuNodeGroupArgs,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("llmcloud:cluster:GpuNodeGroup", name, None, opts)
         self._name = name  # children carry it: a URN holds the parent's type, not its name
@@ -335,7 +465,11 @@ class GpuNodeGroup(pulumi.ComponentResource):
         }
         if cfg.efa_enabled:
             self.labels[EFA_PRESENT_LABEL] = "true"
+        self.taints = [(GPU_TAINT_KEY, "true", GPU_TAINT_EFFECT)]
         group_tags = {NODE_GROUP_TAG: cfg.name, CAPACITY_TAG: cfg.capacity.type}
+        block = cfg.capacity.type == "capacity_block"
+        windowed = block and cfg.capacity.start_utc is not None
+        self.autoscaled = autoscaled(cluster, cfg.min_size, cfg.max_size)
 
         self.efa_security_group = (
             self._efa_security_group(cfg, cluster) if cfg.efa_enabled else None
@@ -351,6 +485,11 @@ class GpuNodeGroup(pulumi.ComponentResource):
             else None
         )
         self.launch_template = self._launch_template(cfg, cluster, instance, group_tags, child)
+        # who moves the size besides Pulumi: the autoscaler (desired), a Capacity Block's
+        # scheduled actions (desired and min)
+        moved = (["scalingConfig.desiredSize"] if self.autoscaled or windowed else []) + (
+            ["scalingConfig.minSize"] if windowed else []
+        )
         self.node_group = aws.eks.NodeGroup(
             f"{self._name}-node-group",
             cluster_name=cluster.cluster_name,
@@ -360,7 +499,8 @@ class GpuNodeGroup(pulumi.ComponentResource):
             subnet_ids=[cluster.subnet_by_zone[z] for z in self.zones],
             ami_type=AMI_TYPES[cfg.ami],
             capacity_type=CAPACITY_TYPES[cfg.capacity.type],
-            instance_types=[instance.name],
+            # a Capacity Block's launch template names the type; EKS takes it from one place
+            instance_types=None if block else [instance.name],
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=cfg.min_size, desired_size=cfg.desired, max_size=cfg.max_size
             ),
@@ -381,11 +521,30 @@ class GpuNodeGroup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(cluster.depends_on),
-                ignore_changes=["scalingConfig.desiredSize"],
+                ignore_changes=moved or None,
                 # the node group's name is its identity; a replacement goes away first
                 delete_before_replace=True,
             ),
         )
+        resources = {
+            GPU_RESOURCE: str(instance.gpu_count),
+            "ephemeral-storage": f"{ephemeral_storage_gib(instance, cfg.root_volume_gb)}Gi",
+        }
+        if self.efa_interfaces:
+            resources[EFA_RESOURCE] = str(self.efa_interfaces)
+        self.asg_tags = (
+            tag_asg(
+                self._name,
+                self.node_group,
+                node_template_tags(
+                    cluster.autoscaler_cluster or "", self.labels, self.taints, resources
+                ),
+                self,
+            )
+            if self.autoscaled
+            else []
+        )
+        self.schedules = self._block_window(cfg) if windowed else []
         self.register_outputs(
             {
                 "node_group_name": self.node_group.node_group_name,
@@ -395,6 +554,38 @@ class GpuNodeGroup(pulumi.ComponentResource):
                 "efa_interfaces": self.efa_interfaces,
             }
         )
+
+    def _block_window(self, cfg: GpuNodeGroupConfig) -> list[aws.autoscaling.Schedule]:
+        """The Capacity Block's window as two scheduled actions on the group's ASG: every
+        node of the block at its start (min = desired = max, so nothing scales it in while
+        paid for), none from an hour before its end (pods drain before EC2 reclaims it)."""
+        start, end = cfg.capacity.start_utc, cfg.capacity.end_utc
+        assert start is not None and end is not None  # the config validates both or neither
+        group = asg_name(self.node_group)
+        child = pulumi.ResourceOptions(parent=self, depends_on=[self.node_group])
+        drain = end - timedelta(minutes=CAPACITY_BLOCK_DRAIN_MINUTES)
+        return [
+            aws.autoscaling.Schedule(
+                f"{self._name}-block-start",
+                scheduled_action_name=f"{cfg.name}-capacity-block-start",
+                autoscaling_group_name=group,
+                start_time=schedule_time(start),
+                min_size=cfg.max_size,
+                max_size=cfg.max_size,
+                desired_capacity=cfg.max_size,
+                opts=child,
+            ),
+            aws.autoscaling.Schedule(
+                f"{self._name}-block-end",
+                scheduled_action_name=f"{cfg.name}-capacity-block-end",
+                autoscaling_group_name=group,
+                start_time=schedule_time(max(drain, start)),
+                min_size=0,
+                max_size=cfg.max_size,
+                desired_capacity=0,
+                opts=child,
+            ),
+        ]
 
     def _efa_security_group(
         self, cfg: GpuNodeGroupConfig, cluster: NodeGroupCluster
@@ -505,6 +696,9 @@ class GpuNodeGroup(pulumi.ComponentResource):
             capacity["placement"] = aws.ec2.LaunchTemplatePlacementArgs(
                 group_name=self.placement_group.name
             )
+        if cfg.capacity.type == "capacity_block":
+            # EKS user guide, Capacity Blocks with managed node groups: the template names it
+            capacity["instance_type"] = instance.name
         return aws.ec2.LaunchTemplate(
             f"{self._name}-launch-template",
             description=f"llmcloud {cfg.name}: {cfg.gpu} on {instance.name}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -328,12 +328,21 @@ class SecurityConfig(Model):
 # --------------------------------------------------------------------------- cluster
 
 
+# EC2 user guide, Capacity Blocks for ML: 1 to 14 days, or up to 182 days in 7-day steps.
+_CAPACITY_BLOCK_MAX_DAYS = 182
+
+
 class CapacityConfig(Model):
     """Where a node group's instances come from."""
 
     type: Literal["on_demand", "spot", "reservation", "capacity_block"] = "on_demand"
     reservation_id: str | None = None
     availability_zone: str | None = None
+    # a Capacity Block's window (ISO 8601 in UTC, `2026-12-07T11:30:00Z`): scheduled actions
+    # on the group's ASG bring every node of the block at the start and none from an hour
+    # before the end; unset: the Cluster Autoscaler sizes the group
+    start_utc: datetime | None = None
+    end_utc: datetime | None = None
 
     @model_validator(mode="after")
     def _reserved(self) -> CapacityConfig:
@@ -367,6 +376,34 @@ class CapacityConfig(Model):
             raise _fail(
                 "reservation_id", self.reservation_id, "must look like cr-0123456789abcdef0"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _block_window(self) -> CapacityConfig:
+        given = {"start_utc": self.start_utc, "end_utc": self.end_utc}
+        for key, moment in given.items():
+            if moment is None:
+                continue
+            if self.type != "capacity_block":
+                raise _fail(key, str(moment), "only for type: capacity_block (the block's window)")
+            if moment.utcoffset() != timedelta(0):
+                raise _fail(key, str(moment), "a UTC time with its zone, like 2026-12-07T11:30:00Z")
+        if (self.start_utc is None) != (self.end_utc is None):
+            missing = "end_utc" if self.end_utc is None else "start_utc"
+            raise _fail(missing, None, "give both start_utc and end_utc of the Capacity Block")
+        if self.start_utc is not None and self.end_utc is not None:
+            if self.end_utc <= self.start_utc:
+                raise _fail(
+                    "end_utc",
+                    str(self.end_utc),
+                    f"must be after start_utc ({self.start_utc.isoformat()})",
+                )
+            if self.end_utc - self.start_utc > timedelta(days=_CAPACITY_BLOCK_MAX_DAYS):
+                raise _fail(
+                    "end_utc",
+                    str(self.end_utc),
+                    f"a Capacity Block lasts at most {_CAPACITY_BLOCK_MAX_DAYS} days",
+                )
         return self
 
 

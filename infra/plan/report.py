@@ -17,6 +17,7 @@ from infra.catalog import load_catalog
 from infra.plan.engine import Plan, Resource
 from infra.plan.results import HOURS_PER_MONTH
 from infra.plan.run import PlanReport
+from infra.plan.scheduling import instance_types_of
 from infra.reporting import sarif
 
 FORMATS = ("table", "json", "markdown", "sarif")
@@ -49,7 +50,7 @@ def gpu_totals(plan: Plan) -> dict[str, dict[str, int]]:
     catalog = load_catalog()
     totals: dict[str, dict[str, int]] = {}
     for group in plan.by_type("aws:eks/nodeGroup:NodeGroup"):
-        types = group.inputs.get("instanceTypes") or []
+        types = instance_types_of(plan, group)
         scaling = group.inputs.get("scalingConfig") or {}
         for itype in types[:1]:
             inst = catalog.instance_types.get(itype)

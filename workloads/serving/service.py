@@ -501,9 +501,16 @@ class VllmService(pulumi.ComponentResource):
         if not self._autoscaled:  # else the autoscaler owns the replica count
             spec["replicas"] = svc.replicas_min
         # `pulumi up` waits for the rollout: long enough for a GPU node to join, the model to
-        # sync and the startup window to pass
+        # sync and the startup window to pass. Not on a group that starts at zero nodes: the
+        # first node comes when the autoscaler gets one (capacity may take hours or never
+        # come), so the deploy does not wait on it (pulumi-kubernetes `pulumi.com/skipAwait`).
         await_s = startup_window_s(svc) + AWAIT_MARGIN_S
-        metadata = {**self._meta, "annotations": {"pulumi.com/timeoutSeconds": str(await_s)}}
+        wait = (
+            {"pulumi.com/skipAwait": "true"}
+            if self._args.node_group.desired == 0
+            else {"pulumi.com/timeoutSeconds": str(await_s)}
+        )
+        metadata = {**self._meta, "annotations": wait}
         return k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec, opts=opts)
 
     def _leader_worker_set(

@@ -46,6 +46,7 @@ NODE_SHARE = 0.85
 SHM_MAX_GIB = 64
 SCRATCH_GIB = 50  # /tmp: torch.compile and Triton caches, torchrun's error files
 JOB_LABEL = "llmcloud.io/training-job"
+SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 JOBSET_REPLICATED_JOB = "node"
 
@@ -356,7 +357,13 @@ class TrainingJob(pulumi.ComponentResource):
             "volumeMounts": mounts,
         }
         return {
-            "metadata": {"labels": self.labels},
+            "metadata": {
+                "labels": self.labels,
+                # the Cluster Autoscaler never removes a node a training pod runs on
+                # (kubernetes/autoscaler cluster-autoscaler/FAQ.md): a rank lost mid-step
+                # costs the whole job a restart from its last checkpoint
+                "annotations": {SAFE_TO_EVICT_ANNOTATION: "false"},
+            },
             "spec": {
                 "serviceAccountName": job.name,
                 "automountServiceAccountToken": False,

@@ -99,9 +99,9 @@ def _head_mismatch(
 ) -> str | None:
     """Why the object HEAD describes is not this file (None: it is, skip it).
 
-    The full-file SHA-256 in x-amz-meta-sha256 decides whatever part size wrote the object;
-    a full-object ChecksumSHA256 is compared too. An object without the metadata (written
-    by another tool) is compared by its checksum, which then depends on the part layout.
+    The full-file SHA-256 in x-amz-meta-sha256 decides whatever part size wrote the object
+    (and a FULL_OBJECT ChecksumSHA256 must agree with it). An object without the metadata
+    (another tool's) is compared by its checksum, which then depends on the part layout.
     """
     if found["ContentLength"] != size:
         return f"size {found['ContentLength']} in S3, {size} here"
@@ -109,11 +109,15 @@ def _head_mismatch(
     if remote is None:
         return "S3 holds no SHA-256 checksum for it"
     stored_sha = found.get("Metadata", {}).get(METADATA_SHA256)
-    if stored_sha is not None and stored_sha != digest.sha256:
-        return "checksum differs"
-    if "-" not in remote and not same_checksum(remote, full_object_checksum(digest.sha256)):
-        return "checksum differs"
-    if stored_sha is None and "-" in remote and not same_checksum(remote, digest.checksum_sha256):
+    full = full_object_checksum(digest.sha256)
+    if stored_sha is not None:
+        if stored_sha != digest.sha256:
+            return "checksum differs"
+        if found.get("ChecksumType") == "FULL_OBJECT" and not same_checksum(remote, full):
+            return "checksum differs"
+    # Not written by stage: a single PUT's checksum is the full file's, a multipart one's
+    # is COMPOSITE for its part layout (HeadObject may drop the "-<parts>" suffix).
+    elif not (same_checksum(remote, full) or same_checksum(remote, digest.checksum_sha256)):
         return "checksum differs"
     if found.get("ServerSideEncryption") not in KMS_ALGORITHMS:
         return "not encrypted with SSE-KMS"
@@ -225,10 +229,8 @@ class _Stager:
         found = head(self.s3, self.target.bucket, key)
         if found is None:
             return self._upload(file, key, layout, digest, "new")
-        if "-" in str(found.get("ChecksumSHA256")) and not found.get("Metadata", {}).get(
-            METADATA_SHA256
-        ):
-            # another tool's multipart object: only our layout's composite can compare
+        if layout is not None and not found.get("Metadata", {}).get(METADATA_SHA256):
+            # another tool's object: its checksum may be the composite of our layout
             digest = self._digest(file, layout, digest)
         reason = _head_mismatch(found, file.size, digest, self.target.kms_key_arn)
         if reason is None:
