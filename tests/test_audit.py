@@ -1,6 +1,6 @@
 """`llmcloud audit` against moto: a compliant stack seeded with the tags the AWS provider
-puts on every resource audits clean; each kind of drift is found under its policy rule id;
-resources of other stacks are ignored; and the audit only ever reads."""
+puts on every resource audits clean; each kind of drift is found by the policy pack's own rule,
+with its id and message; resources of other stacks are ignored; and the audit only ever reads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.config import load_stack_config, parse_stack_config
-from infra.ops.audit import AUDITED_RULES, AuditClients, run_audit
+from infra.ops.audit import AuditClients, audited_rules, run_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -50,6 +50,7 @@ def stack_config(stack: str | None = None, environment: str = "staging", **llmcl
         "llmcloud:environment": environment,
         "llmcloud:network": {"availability_zones": ["us-east-1a", "us-east-1b"]},
     }
+    llmcloud.setdefault("tags", {"team": "ml", "cost-center": "research"})
     raw.update({f"llmcloud:{k}": v for k, v in llmcloud.items()})
     return parse_stack_config(raw, project="llmcloud", stack=stack)
 
@@ -82,7 +83,7 @@ class Seeded:
         self.data_bucket = f"{prefix}-datasets-{ACCOUNT}"
         self.logs_bucket = f"{prefix}-logs-{ACCOUNT}"
         self.cluster = f"{prefix}-eks"
-        self.tags = {"llmcloud:stack": config.stack, "llmcloud:project": config.project}
+        self.tags = dict(config.default_tags)  # the AWS provider's default tags
         self.tag_list = [{"Key": k, "Value": v} for k, v in self.tags.items()]
         self.data_key = self.ebs_key = ""
         self.launch_template = self.file_system = ""
@@ -132,10 +133,14 @@ def seed(config) -> Seeded:
     )
     for bucket in (s.logs_bucket, s.data_bucket):
         s3.put_bucket_policy(Bucket=bucket, Policy=tls_only_policy(bucket))
+    s3.put_bucket_versioning(
+        Bucket=s.data_bucket, VersioningConfiguration={"Status": "Enabled"}
+    )  # the log bucket needs none
 
     declared = config.cluster
     eks.create_cluster(
         name=s.cluster,
+        version=declared.version,
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/{s.cluster}-cluster",
         resourcesVpcConfig={
             "subnetIds": ["subnet-0123456789abcdef0"],
@@ -187,7 +192,7 @@ def audit(config):
 def rules(report) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for f in report.findings:
-        out.setdefault(f.rule, []).append(f.resource.name)
+        out.setdefault(f.rule, []).append(f.name)
     return out
 
 
@@ -240,7 +245,7 @@ def test_data_bucket_on_sse_s3_is_drift_but_the_access_log_bucket_may_use_it():
         },
     )
     (finding,) = audit(s.config).findings
-    assert (finding.rule, finding.resource.name) == ("s3-bucket-kms-encryption", s.data_bucket)
+    assert (finding.rule, finding.name) == ("s3-bucket-kms-encryption", s.data_bucket)
     assert "AES256" in finding.message
 
 
@@ -249,7 +254,7 @@ def test_key_with_rotation_off_is_drift():
     client("kms").disable_key_rotation(KeyId=s.ebs_key)
     (finding,) = audit(s.config).findings
     assert finding.rule == "kms-key-rotation"
-    assert finding.resource.arn == s.ebs_key
+    assert finding.resource == s.ebs_key and finding.kind == "kms-key"
     assert finding.severity in ("low", "medium", "high", "critical")
 
 
@@ -257,8 +262,8 @@ def test_removed_public_access_block_is_drift():
     s = seed(stack_config())
     client("s3").delete_public_access_block(Bucket=s.logs_bucket)
     (finding,) = audit(s.config).findings
-    assert (finding.rule, finding.resource.name) == ("s3-public-access-block", s.logs_bucket)
-    assert "removed" in finding.message
+    assert (finding.rule, finding.name) == ("s3-public-access-block", s.logs_bucket)
+    assert "has no public access block" in finding.message
 
 
 def test_public_access_block_with_a_setting_off_names_it():
@@ -273,7 +278,7 @@ def test_public_access_block_with_a_setting_off_names_it():
         },
     )
     (finding,) = audit(s.config).findings
-    assert finding.message.endswith("BlockPublicPolicy")
+    assert "leaves blockPublicPolicy off" in finding.message
 
 
 def test_bucket_policy_without_the_tls_deny_is_drift():
@@ -305,13 +310,27 @@ def test_public_endpoint_is_drift_where_the_stack_declares_it_private():
     assert rules(report) == {"eks-private-endpoint": [s.cluster]}
 
 
-def test_public_endpoint_opened_beyond_the_declared_cidrs_is_drift():
-    config = stack_config(
-        environment="dev",
-        cluster={"endpoint_public_access": True, "public_access_cidrs": ["203.0.113.0/24"]},
-    )
+def test_public_endpoint_is_the_pack_finding_a_waiver_on_the_live_name_covers():
+    """dev declares a public endpoint with an allowlist: the pack reports it (advisory), a
+    waiver naming the live cluster keeps the audit clean, and the message follows the live
+    allowlist when someone opens it to the internet."""
+    cluster = {"endpoint_public_access": True, "public_access_cidrs": ["203.0.113.0/24"]}
+    config = stack_config(environment="dev", cluster=cluster)
     s = seed(config)
-    assert audit(config).findings == []
+    (finding,) = audit(config).findings
+    assert (finding.rule, finding.enforcement) == ("eks-private-endpoint", "advisory")
+    assert "restricted to 203.0.113.0/24" in finding.message
+    waiver = {
+        "rule": "eks-private-endpoint",
+        "resource": s.cluster,
+        "reason": "dev API reachable from the office range only",
+        "expires": "2099-01-01",
+    }
+    waived = stack_config(
+        config.stack, environment="dev", cluster=cluster, policies={"waivers": [waiver]}
+    )
+    report = audit(waived)
+    assert [f.waived for f in report.findings] == [True] and report.exit_code == 0
     client("eks").update_cluster_config(
         name=s.cluster,
         resourcesVpcConfig={
@@ -321,7 +340,7 @@ def test_public_endpoint_opened_beyond_the_declared_cidrs_is_drift():
         },
     )
     (finding,) = audit(config).findings
-    assert "0.0.0.0/0 beyond the declared public_access_cidrs" in finding.message
+    assert "open to the internet (0.0.0.0/0)" in finding.message
 
 
 def test_cluster_without_secrets_encryption_and_logging_is_drift():
@@ -329,6 +348,7 @@ def test_cluster_without_secrets_encryption_and_logging_is_drift():
     s = Seeded(config)
     client("eks").create_cluster(
         name=s.cluster,
+        version=config.cluster.version,
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/c",
         resourcesVpcConfig={
             "subnetIds": ["subnet-0123456789abcdef0"],
@@ -344,7 +364,7 @@ def test_cluster_without_secrets_encryption_and_logging_is_drift():
         "eks-secrets-encryption": [s.cluster],
     }
     (logging,) = [f for f in report.findings if f.rule == "eks-control-plane-logging"]
-    assert "audit, authenticator" in logging.message
+    assert "does not log audit, authenticator" in logging.message
 
 
 def test_launch_template_version_allowing_imdsv1_or_unencrypted_volumes_is_drift():
@@ -374,7 +394,7 @@ def test_file_system_without_a_customer_managed_key_is_drift():
         Tags=s.tag_list,
     )["FileSystem"]["FileSystemId"]
     (finding,) = audit(config).findings
-    assert (finding.rule, finding.resource.name) == ("fsx-kms-encryption", system)
+    assert (finding.rule, finding.name) == ("fsx-kms-encryption", system)
 
 
 def test_a_live_waiver_marks_the_finding_and_keeps_the_audit_clean():
@@ -413,10 +433,27 @@ def test_audit_clients_retry_throttling_adaptively():
     assert all(c.meta.config.retries["mode"] == "adaptive" for c in vars(clients).values())
 
 
-def test_audited_rule_ids_are_policy_pack_rule_ids():
+def test_audited_rules_are_the_pack_rules_of_the_types_the_audit_reads():
     from policies.rules.ids import RULE_IDS
 
-    assert set(AUDITED_RULES) <= set(RULE_IDS)
+    audited = set(audited_rules())
+    assert audited <= set(RULE_IDS)
+    assert {
+        "s3-bucket-kms-encryption",
+        "s3-public-access-block",
+        "s3-tls-only",
+        "s3-versioning",
+        "kms-key-rotation",
+        "eks-private-endpoint",
+        "eks-secrets-encryption",
+        "eks-control-plane-logging",
+        "ec2-imdsv2-required",
+        "ebs-encrypted",
+        "fsx-kms-encryption",
+        "tags-required",
+    } <= audited
+    # Rules on what the audit does not read (Kubernetes objects, IAM, the GPU budget) are not.
+    assert not audited & {"k8s-no-privileged", "iam-no-admin-on-workloads", "gpu-budget"}
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -436,17 +473,21 @@ def test_cli_reports_drift_as_json_sarif_and_table_with_exit_1(tmp_path):
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert not report["clean"]
-    assert {f["policy"] for f in report["findings"]} == {
-        "kms-key-rotation",
-        "s3-public-access-block",
-    }
+    drift = {f["policy"] for f in report["findings"] if not f["waived"]}
+    assert drift == {"kms-key-rotation", "s3-public-access-block"}
+    # dev's public endpoint: the stack's waiver ("*-eks") covers the live cluster too
+    waived = [f for f in report["findings"] if f["waived"]]
+    assert [(f["policy"], f["name"]) for f in waived] == [("eks-private-endpoint", s.cluster)]
 
     sarif_file = tmp_path / "audit.sarif"
     assert invoke("--stack", "dev", "--format", "sarif", "--out", str(sarif_file)).exit_code == 1
     sarif = json.loads(sarif_file.read_text())
     run = sarif["runs"][0]
     assert sarif["version"] == "2.1.0"
-    assert {r["ruleId"] for r in run["results"]} == {"kms-key-rotation", "s3-public-access-block"}
+    assert {r["ruleId"] for r in run["results"] if "suppressions" not in r} == {
+        "kms-key-rotation",
+        "s3-public-access-block",
+    }
     rule_ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
     assert {"kms-key-rotation", "s3-public-access-block"} <= set(rule_ids)
     assert all(rule_ids[r["ruleIndex"]] == r["ruleId"] for r in run["results"])
@@ -474,6 +515,7 @@ def test_cli_audits_through_an_aws_compatible_endpoint(tmp_path):
         {
             "llmcloud:environment": "staging",
             "llmcloud:network": {"availability_zones": ["us-east-1a", "us-east-1b"]},
+            "llmcloud:tags": {"team": "ml", "cost-center": "research"},
         },
         name="llmcloud",
         stack="endpoint",

@@ -1,5 +1,5 @@
-"""`llmcloud audit`: is what is deployed still what we declared? Read-only drift checks of
-the live account against the policy pack's rule ids.
+"""`llmcloud audit`: is what is deployed still what the rules allow? The policy pack's own rule
+predicates, evaluated on what the audit reads from AWS (drift).
 
 Resources are found by the tags every llmcloud resource carries (the AWS provider's default
 tags `llmcloud:stack` and `llmcloud:project`): through the Resource Groups Tagging API for
@@ -7,48 +7,38 @@ S3 buckets and KMS keys, and by listing EKS clusters, launch templates and FSx f
 with their tags (moto's tagging API does not return those; the real one would, and the
 listing works against both). Every call is a Describe/Get/List: audit changes nothing.
 
-Rules checked live, with the ids of `policies/`:
-s3-bucket-kms-encryption, s3-public-access-block, s3-tls-only, kms-key-rotation,
-eks-private-endpoint, eks-secrets-encryption, eks-control-plane-logging,
-ec2-imdsv2-required, ebs-encrypted, fsx-kms-encryption.
+What is read becomes the resources a Pulumi program would declare for it, with the
+properties CrossGuard hands the pack (an S3 bucket and its encryption, public access block,
+policy, logging and versioning resources; a KMS key with its rotation and key policy; an EKS
+cluster; each launch template version; an FSx for Lustre file system). The pack runs on
+them through the same runner as `llmcloud plan` (`infra.plan.policy_runner`): rule ids,
+messages, severities, enforcement and waivers all come from the rules and the stack config.
+The audited rules are the pack's rules that apply to those types (`audited_rules()`); a
+rule added to the pack for one of them is audited without an edit here.
+
+A KMS key is referred to as AWS managed (`alias/aws/<service>`, the reserved alias prefix of
+AWS managed keys) when it is one, as a program would name it, so the rules' "customer managed
+key" checks judge live keys the same way.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.config import REQUIRED_CONTROL_PLANE_LOGS, StackConfig
+from infra.config import StackConfig
 from infra.ops.awsclient import aws_errors, error_code
 from infra.reporting import sarif
+from infra.reporting.findings import Finding
+from infra.reporting.findings import urn_name as _urn_name
+from infra.reporting.table import findings_table
 
 STACK_TAG, PROJECT_TAG = "llmcloud:stack", "llmcloud:project"
-AUDITED_RULES = (
-    "s3-bucket-kms-encryption",
-    "s3-public-access-block",
-    "s3-tls-only",
-    "kms-key-rotation",
-    "eks-private-endpoint",
-    "eks-secrets-encryption",
-    "eks-control-plane-logging",
-    "ec2-imdsv2-required",
-    "ebs-encrypted",
-    "fsx-kms-encryption",
-)
-KMS_ALGORITHMS = ("aws:kms", "aws:kms:dsse")
-PUBLIC_ACCESS_FLAGS = (
-    "BlockPublicAcls",
-    "IgnorePublicAcls",
-    "BlockPublicPolicy",
-    "RestrictPublicBuckets",
-)
 # Error codes of a resource that disappeared between discovery and its check.
 _GONE = frozenset(
     {
@@ -59,39 +49,43 @@ _GONE = frozenset(
         "FileSystemNotFound",
     }
 )
+# AWS reserves this alias prefix for AWS managed keys (KMS CreateAlias: "The alias name
+# cannot begin with alias/aws/").
+AWS_MANAGED_ALIAS_PREFIX = "alias/aws/"
+
+# The Pulumi types the live reader produces, per kind of live resource.
+BUCKET = "aws:s3/bucket:Bucket"
+BUCKET_SSE = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+)
+BUCKET_PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+BUCKET_LOGGING = "aws:s3/bucketLogging:BucketLogging"
+BUCKET_VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+KMS_KEY = "aws:kms/key:Key"
+EKS_CLUSTER = "aws:eks/cluster:Cluster"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+LUSTRE = "aws:fsx/lustreFileSystem:LustreFileSystem"
+# The type a finding on each kind is reported on (the others are a bucket's companions).
+SUBJECT_TYPES = {
+    "s3-bucket": BUCKET,
+    "kms-key": KMS_KEY,
+    "eks-cluster": EKS_CLUSTER,
+    "launch-template": LAUNCH_TEMPLATE,
+    "fsx-file-system": LUSTRE,
+}
+# No provider resource: the live tags already include the provider's default tags.
+_LIVE_PROVIDER = "urn:pulumi:live::live::pulumi:providers:aws::live"
 
 
 @dataclass(frozen=True)
 class LiveResource:
-    """A deployed resource of the stack: its ARN, kind and name."""
+    """A deployed resource of the stack: its ARN, kind, name and tags."""
 
     arn: str
     kind: str  # "s3-bucket" | "kms-key" | "eks-cluster" | "launch-template" | "fsx-file-system"
     name: str
-
-
-@dataclass(frozen=True)
-class AuditFinding:
-    rule: str
-    resource: LiveResource
-    message: str
-    severity: str = "medium"
-    waived: bool = False
-    waiver_reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "policy": self.rule,
-            "resource": self.resource.arn,
-            "kind": self.resource.kind,
-            "name": self.resource.name,
-            "message": self.message,
-            "severity": self.severity,
-            "waived": self.waived,
-        }
-        if self.waived:
-            out["waiver"] = {"reason": self.waiver_reason}
-        return out
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -100,16 +94,16 @@ class AuditReport:
     stack: str
     region: str
     resources: list[LiveResource] = field(default_factory=list)
-    findings: list[AuditFinding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
-    def drift(self) -> list[AuditFinding]:
+    def drift(self) -> list[Finding]:
         return [f for f in self.findings if not f.waived]
 
     @property
     def exit_code(self) -> int:
-        """0 clean (waived findings allowed), 1 when the live state drifted from a rule."""
+        """0 clean (waived findings allowed), 1 when the live state breaks a rule."""
         return 1 if self.drift else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -152,48 +146,82 @@ class AuditClients:
         )
 
 
-def _severities() -> dict[str, str]:
-    return {r["id"]: r.get("severity", "medium") for r in rule_metadata()}
+def audited_rules() -> tuple[str, ...]:
+    """Ids of the pack's rules that apply to a type the audit reads, in pack order."""
+    from policies.rules import build_policies
+
+    subjects = set(SUBJECT_TYPES.values())
+    return tuple(p.name for p in build_policies() if any(p.applies_to(t) for t in sorted(subjects)))
 
 
 def rule_metadata() -> list[dict[str, Any]]:
-    """The policy pack's metadata of the audited rules (empty when the pack is unavailable)."""
-    try:
-        from infra.plan.policy_runner import rule_metadata as pack_metadata
+    """The policy pack's metadata of the audited rules."""
+    from infra.plan.policy_runner import rule_metadata as pack_metadata
 
-        rules = pack_metadata()
-    except ImportError:
-        return []
-    return [r for r in rules if r.get("id") in AUDITED_RULES]
+    audited = set(audited_rules())
+    return [r for r in pack_metadata() if r["id"] in audited]
 
 
 def run_audit(config: StackConfig, clients: AuditClients, region: str | None = None) -> AuditReport:
-    """Find the stack's resources by tag and check each against the audited rules."""
+    """Find the stack's resources by tag, read them, and run the pack's rules on them."""
+    from infra.plan.engine import Plan
+    from infra.plan.policy_runner import evaluate_policies
+    from policies.rules.base import PolicySettings
+
     region = region or config.region
     report = AuditReport(project=config.project, stack=config.stack, region=region)
-    auditor = _Auditor(config, clients, report, _severities())
-    auditor.discover()
-    auditor.check()
-    report.findings.sort(key=lambda f: (f.rule, f.resource.arn))
+    reader = _Reader(config, clients, report)
+    reader.discover()
+    reader.read()
+    plan = Plan(
+        project=config.project,
+        stack=config.stack,
+        project_dir=Path("."),
+        stack_file=Path("."),
+        resources=reader.resources,
+        outputs={},
+        secret_outputs=set(),
+        warnings=[],
+        elapsed_s=0.0,
+    )
+    names = {urn: (live.arn, live.name) for urn, live in reader.subjects.items()}
+    settings = PolicySettings.from_stack_config(config, drop_waived=False)
+    found = evaluate_policies(plan, settings, only=audited_rules(), names=names)
+    for f in found:
+        live = reader.subjects.get(f.urn or "")
+        if live is None:
+            continue  # a companion resource or the stack: the audit reports on live resources
+        report.findings.append(
+            Finding(
+                policy=f.policy,
+                enforcement=f.enforcement,
+                urn=None,  # the live view's URNs are not the program's: the ARN identifies it
+                message=f.message,
+                severity=f.severity,
+                waived=f.waived,
+                waiver_reason=f.waiver_reason,
+                waiver_expires=f.waiver_expires,
+                resource=live.arn,
+                kind=live.kind,
+                resource_name=_urn_name(f.urn),
+            )
+        )
+    report.findings.sort(key=lambda f: (f.policy, f.resource or "", f.message))
     return report
 
 
-class _Auditor:
-    def __init__(
-        self,
-        config: StackConfig,
-        clients: AuditClients,
-        report: AuditReport,
-        severities: dict[str, str],
-    ) -> None:
+class _Reader:
+    """Discovers the stack's live resources and turns them into plan resources."""
+
+    def __init__(self, config: StackConfig, clients: AuditClients, report: AuditReport) -> None:
         self.config = config
         self.c = clients
         self.report = report
-        self.severities = severities
         self.tags = {STACK_TAG: config.stack, PROJECT_TAG: config.project}
+        self.resources: list[Any] = []
+        self.subjects: dict[str, LiveResource] = {}  # urn -> the live resource it stands for
         self._keys: dict[str, dict[str, Any] | None] = {}
-        self._log_target_names: set[str] = set()
-        self.today = date.today()
+        self._key_refs: dict[str, str] = {}
 
     # ------------------------------------------------------------------ discovery
 
@@ -210,16 +238,18 @@ class _Auditor:
             for page in pages:
                 for mapping in page.get("ResourceTagMappingList", []):
                     arn = mapping["ResourceARN"]
+                    tags = {t["Key"]: t["Value"] for t in mapping.get("Tags") or []}
                     if arn.startswith("arn:aws") and ":s3:::" in arn:
-                        found.append(LiveResource(arn, "s3-bucket", arn.split(":::", 1)[1]))
+                        found.append(LiveResource(arn, "s3-bucket", arn.split(":::", 1)[1], tags))
                     elif ":kms:" in arn and ":key/" in arn:
-                        found.append(LiveResource(arn, "kms-key", arn.rsplit("/", 1)[1]))
+                        found.append(LiveResource(arn, "kms-key", arn.rsplit("/", 1)[1], tags))
         with aws_errors("list EKS clusters (eks:ListClusters, eks:DescribeCluster)"):
             for page in self.c.eks.get_paginator("list_clusters").paginate():
                 for name in page.get("clusters", []):
                     cluster = self.c.eks.describe_cluster(name=name)["cluster"]
-                    if self._ours(cluster.get("tags") or {}):
-                        found.append(LiveResource(cluster["arn"], "eks-cluster", name))
+                    tags = cluster.get("tags") or {}
+                    if self._ours(tags):
+                        found.append(LiveResource(cluster["arn"], "eks-cluster", name, tags))
         with aws_errors("list launch templates (ec2:DescribeLaunchTemplates)"):
             tag_filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in self.tags.items()]
             pages = self.c.ec2.get_paginator("describe_launch_templates").paginate(
@@ -227,9 +257,13 @@ class _Auditor:
             )
             for page in pages:
                 for lt in page.get("LaunchTemplates", []):
+                    tags = {t["Key"]: t["Value"] for t in lt.get("Tags") or []}
                     found.append(
                         LiveResource(
-                            lt["LaunchTemplateId"], "launch-template", lt["LaunchTemplateName"]
+                            lt["LaunchTemplateId"],
+                            "launch-template",
+                            lt["LaunchTemplateName"],
+                            tags,
                         )
                     )
         with aws_errors("list FSx file systems (fsx:DescribeFileSystems)"):
@@ -238,47 +272,22 @@ class _Auditor:
                     tags = {t["Key"]: t["Value"] for t in fs.get("Tags") or []}
                     if self._ours(tags):
                         arn = fs.get("ResourceARN") or fs["FileSystemId"]
-                        found.append(LiveResource(arn, "fsx-file-system", fs["FileSystemId"]))
+                        found.append(LiveResource(arn, "fsx-file-system", fs["FileSystemId"], tags))
         self.report.resources = sorted(found, key=lambda r: (r.kind, r.name))
 
-    # ------------------------------------------------------------------ findings
+    # ------------------------------------------------------------------ reading
 
-    def _find(self, rule: str, resource: LiveResource, message: str) -> None:
-        waiver = self._waiver(rule, resource)
-        self.report.findings.append(
-            AuditFinding(
-                rule=rule,
-                resource=resource,
-                message=message,
-                severity=self.severities.get(rule, "medium"),
-                waived=waiver is not None,
-                waiver_reason=waiver.reason if waiver else None,
-            )
-        )
-
-    def _waiver(self, rule: str, resource: LiveResource) -> Any:
-        """A live waiver of the stack config whose resource glob matches the live name or ARN."""
-        for w in self.config.policies.waivers:
-            if w.rule != rule or w.expires < self.today:
-                continue
-            if fnmatch.fnmatchcase(resource.name, w.resource) or fnmatch.fnmatchcase(
-                resource.arn, w.resource
-            ):
-                return w
-        return None
-
-    def check(self) -> None:
-        checks: dict[str, Callable[[LiveResource], None]] = {
+    def read(self) -> None:
+        readers: dict[str, Callable[[LiveResource], None]] = {
             "s3-bucket": self._bucket,
             "kms-key": self._key,
             "eks-cluster": self._cluster,
             "launch-template": self._launch_template,
             "fsx-file-system": self._file_system,
         }
-        self._log_target_names = self._log_targets()
         for resource in self.report.resources:
             try:
-                checks[resource.kind](resource)
+                readers[resource.kind](resource)
             except ClientError as e:
                 if error_code(e) not in _GONE:
                     raise
@@ -286,77 +295,35 @@ class _Auditor:
                     f"{resource.kind} {resource.name} was deleted while the audit ran; skipped"
                 )
 
-    # ------------------------------------------------------------------ S3
+    def _declare(
+        self,
+        type_: str,
+        name: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any] | None = None,
+        live: LiveResource | None = None,
+    ) -> str:
+        from infra.plan.engine import Resource
 
-    def _s3(self, call: str, bucket: str, missing: str) -> dict[str, Any] | None:
-        """One S3 read; None when the configuration `missing` does not exist."""
-        try:
-            with aws_errors(f"read bucket {bucket} (s3:{call})"):
-                method = getattr(self.c.s3, _snake(call))
-                return method(Bucket=bucket)
-        except ClientError as e:
-            if error_code(e) == missing:
-                return None
-            raise
-
-    def _log_targets(self) -> set[str]:
-        """Buckets that receive another stack bucket's server access logs (SSE-S3 allowed)."""
-        targets = set()
-        for r in self.report.resources:
-            if r.kind != "s3-bucket":
-                continue
-            logging = self._s3("GetBucketLogging", r.name, "NoSuchBucket") or {}
-            target = (logging.get("LoggingEnabled") or {}).get("TargetBucket")
-            if target:
-                targets.add(target)
-        return targets
-
-    def _bucket(self, r: LiveResource) -> None:
-        sse = self._s3(
-            "GetBucketEncryption", r.name, "ServerSideEncryptionConfigurationNotFoundError"
+        urn = f"urn:pulumi:{self.config.stack}::{self.config.project}::{type_}::{name}"
+        self.resources.append(
+            Resource(
+                urn=urn,
+                type=type_,
+                name=name,
+                parent=None,
+                custom=True,
+                inputs=inputs,
+                provider=_LIVE_PROVIDER,
+                id=(outputs or {}).get("id"),
+                outputs=outputs or {},
+            )
         )
-        rules = ((sse or {}).get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
-        algorithms = [
-            (rule.get("ApplyServerSideEncryptionByDefault") or {}).get("SSEAlgorithm")
-            for rule in rules
-        ]
-        if r.name in self._log_target_names:
-            if not any(a in (*KMS_ALGORITHMS, "AES256") for a in algorithms):
-                self._find(
-                    "s3-bucket-kms-encryption",
-                    r,
-                    "access-log bucket has no default encryption (SSE-S3 expected)",
-                )
-        elif not any(a in KMS_ALGORITHMS for a in algorithms):
-            shown = ", ".join(a for a in algorithms if a) or "none"
-            self._find(
-                "s3-bucket-kms-encryption",
-                r,
-                f"default encryption is {shown}, not SSE-KMS with the platform's data key",
-            )
+        if live is not None:
+            self.subjects[urn] = live
+        return urn
 
-        block = self._s3("GetPublicAccessBlock", r.name, "NoSuchPublicAccessBlockConfiguration")
-        settings = (block or {}).get("PublicAccessBlockConfiguration") or {}
-        off = [flag for flag in PUBLIC_ACCESS_FLAGS if not settings.get(flag)]
-        if block is None:
-            self._find("s3-public-access-block", r, "the bucket's public access block was removed")
-        elif off:
-            self._find(
-                "s3-public-access-block", r, "public access block settings off: " + ", ".join(off)
-            )
-
-        policy = self._s3("GetBucketPolicy", r.name, "NoSuchBucketPolicy")
-        document = json.loads(policy["Policy"]) if policy and policy.get("Policy") else None
-        if document is None:
-            self._find("s3-tls-only", r, "the bucket has no bucket policy (no TLS-only deny)")
-        elif not _denies_plain_http(document, r.name):
-            self._find(
-                "s3-tls-only",
-                r,
-                "the bucket policy has no Deny of s3:* when aws:SecureTransport is false",
-            )
-
-    # ------------------------------------------------------------------ KMS
+    # ------------------------------------------------------------------ KMS references
 
     def _describe_key(self, key: str) -> dict[str, Any] | None:
         if key not in self._keys:
@@ -369,24 +336,122 @@ class _Auditor:
                 self._keys[key] = None
         return self._keys[key]
 
+    def _key_ref(self, key: str | None) -> str | None:
+        """The key as a program names it: its ARN, or `alias/aws/<service>` for an AWS managed
+        key (by KeyManager, or by the reserved alias prefix)."""
+        if not key:
+            return None
+        if key not in self._key_refs:
+            meta = self._describe_key(key)
+            ref = key
+            if meta is not None:
+                with aws_errors(f"list aliases of KMS key {key} (kms:ListAliases)"):
+                    aliases = [
+                        a["AliasName"]
+                        for a in self.c.kms.list_aliases(KeyId=meta["KeyId"]).get("Aliases", [])
+                    ]
+                managed = [a for a in aliases if a.startswith(AWS_MANAGED_ALIAS_PREFIX)]
+                if managed:
+                    ref = managed[0]
+                elif meta.get("KeyManager") == "AWS":
+                    ref = f"{AWS_MANAGED_ALIAS_PREFIX}(aws-managed)"
+                else:
+                    ref = meta.get("Arn", key)
+            self._key_refs[key] = ref
+        return self._key_refs[key]
+
+    # ------------------------------------------------------------------ S3
+
+    def _s3(self, call: str, bucket: str, missing: str) -> dict[str, Any] | None:
+        """One S3 read; None when the configuration `missing` does not exist."""
+        try:
+            with aws_errors(f"read bucket {bucket} (s3:{call})"):
+                return getattr(self.c.s3, _snake(call))(Bucket=bucket)
+        except ClientError as e:
+            if error_code(e) == missing:
+                return None
+            raise
+
+    def _bucket(self, r: LiveResource) -> None:
+        name = r.name
+        outputs = {"id": name, "arn": r.arn, "bucket": name}
+        self._declare(BUCKET, name, {"bucket": name, "tags": dict(r.tags)}, outputs, live=r)
+        of_bucket = {"bucket": name}
+
+        sse = self._s3(
+            "GetBucketEncryption", name, "ServerSideEncryptionConfigurationNotFoundError"
+        )
+        if sse is not None:
+            rules = []
+            for rule in (sse.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []:
+                default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+                rules.append(
+                    {
+                        "applyServerSideEncryptionByDefault": {
+                            "sseAlgorithm": default.get("SSEAlgorithm"),
+                            "kmsMasterKeyId": self._key_ref(default.get("KMSMasterKeyID")),
+                        },
+                        "bucketKeyEnabled": bool(rule.get("BucketKeyEnabled")),
+                    }
+                )
+            self._declare(BUCKET_SSE, f"{name}-encryption", {**of_bucket, "rules": rules})
+
+        block = self._s3("GetPublicAccessBlock", name, "NoSuchPublicAccessBlockConfiguration")
+        if block is not None:
+            settings = block.get("PublicAccessBlockConfiguration") or {}
+            flags = {k[0].lower() + k[1:]: bool(v) for k, v in settings.items()}
+            self._declare(BUCKET_PAB, f"{name}-public-access-block", {**of_bucket, **flags})
+
+        policy = self._s3("GetBucketPolicy", name, "NoSuchBucketPolicy")
+        if policy and policy.get("Policy"):
+            self._declare(
+                BUCKET_POLICY, f"{name}-policy", {**of_bucket, "policy": policy["Policy"]}
+            )
+
+        logging = (self._s3("GetBucketLogging", name, "NoSuchBucket") or {}).get("LoggingEnabled")
+        if logging and logging.get("TargetBucket"):
+            self._declare(
+                BUCKET_LOGGING,
+                f"{name}-logging",
+                {
+                    **of_bucket,
+                    "targetBucket": logging["TargetBucket"],
+                    "targetPrefix": logging.get("TargetPrefix", ""),
+                },
+            )
+
+        versioning = self._s3("GetBucketVersioning", name, "NoSuchBucket") or {}
+        if versioning.get("Status"):
+            self._declare(
+                BUCKET_VERSIONING,
+                f"{name}-versioning",
+                {**of_bucket, "versioningConfiguration": {"status": versioning["Status"]}},
+            )
+
+    # ------------------------------------------------------------------ KMS
+
     def _key(self, r: LiveResource) -> None:
         meta = self._describe_key(r.arn)
         if meta is None or meta.get("KeyState") in ("PendingDeletion", "PendingReplicaDeletion"):
             return
-        if meta.get("KeyManager") != "CUSTOMER" or meta.get("KeySpec", "SYMMETRIC_DEFAULT") != (
-            "SYMMETRIC_DEFAULT"
-        ):
-            return  # automatic rotation exists only for symmetric customer managed keys
+        if meta.get("KeyManager") not in (None, "CUSTOMER"):
+            return  # AWS managed keys are AWS's to rotate; they carry no stack tags anyway
         with aws_errors(f"read rotation of KMS key {r.name} (kms:GetKeyRotationStatus)"):
-            status = self.c.kms.get_key_rotation_status(KeyId=r.arn)
-        if not status.get("KeyRotationEnabled"):
-            self._find("kms-key-rotation", r, "automatic key rotation is off")
-
-    def _customer_key(self, key: str | None) -> bool:
-        if not key:
-            return False
-        meta = self._describe_key(key)
-        return bool(meta) and meta.get("KeyManager") == "CUSTOMER"
+            rotation = self.c.kms.get_key_rotation_status(KeyId=r.arn)
+        with aws_errors(f"read the key policy of {r.name} (kms:GetKeyPolicy)"):
+            policy = self.c.kms.get_key_policy(KeyId=r.arn, PolicyName="default").get("Policy")
+        inputs = {
+            "description": meta.get("Description", ""),
+            "customerMasterKeySpec": meta.get("KeySpec")
+            or meta.get("CustomerMasterKeySpec")
+            or "SYMMETRIC_DEFAULT",
+            "keyUsage": meta.get("KeyUsage") or "ENCRYPT_DECRYPT",
+            "customKeyStoreId": meta.get("CustomKeyStoreId"),
+            "enableKeyRotation": bool(rotation.get("KeyRotationEnabled")),
+            "policy": policy,
+            "tags": dict(r.tags),
+        }
+        self._declare(KMS_KEY, r.name, inputs, {"id": meta["KeyId"], "arn": r.arn}, live=r)
 
     # ------------------------------------------------------------------ EKS
 
@@ -394,55 +459,35 @@ class _Auditor:
         with aws_errors(f"describe EKS cluster {r.name} (eks:DescribeCluster)"):
             cluster = self.c.eks.describe_cluster(name=r.name)["cluster"]
         vpc = cluster.get("resourcesVpcConfig") or {}
-        declared = self.config.cluster
-        if vpc.get("endpointPublicAccess"):
-            cidrs = set(vpc.get("publicAccessCidrs") or [])
-            allowed = {str(c) for c in declared.public_access_cidrs}
-            if self.config.environment == "prod" or not declared.endpoint_public_access:
-                self._find(
-                    "eks-private-endpoint",
-                    r,
-                    "the API endpoint is public; the stack declares it private",
-                )
-            elif cidrs - allowed:
-                self._find(
-                    "eks-private-endpoint",
-                    r,
-                    "the public endpoint allows "
-                    + ", ".join(sorted(cidrs - allowed))
-                    + " beyond the declared public_access_cidrs",
-                )
-        if not vpc.get("endpointPrivateAccess", False):
-            self._find("eks-private-endpoint", r, "private endpoint access is off")
-
-        encrypted = [
-            e
+        public = bool(vpc.get("endpointPublicAccess", False))
+        vpc_config: dict[str, Any] = {
+            "endpointPublicAccess": public,
+            "endpointPrivateAccess": bool(vpc.get("endpointPrivateAccess", False)),
+        }
+        if public:  # EKS reports 0.0.0.0/0 when no allowlist is set
+            vpc_config["publicAccessCidrs"] = list(vpc.get("publicAccessCidrs") or ["0.0.0.0/0"])
+        encryption = [
+            {"resources": list(e.get("resources") or []), "provider": dict(e.get("provider") or {})}
             for e in cluster.get("encryptionConfig") or []
-            if "secrets" in (e.get("resources") or []) and (e.get("provider") or {}).get("keyArn")
         ]
-        if not encrypted:
-            self._find(
-                "eks-secrets-encryption",
-                r,
-                "Kubernetes secrets are not envelope-encrypted with KMS",
-            )
-
-        enabled: set[str] = set()
+        enabled: list[str] = []
         for entry in (cluster.get("logging") or {}).get("clusterLogging") or []:
             if entry.get("enabled"):
-                enabled.update(entry.get("types") or [])
-        wanted = set(declared.log_types) | set(REQUIRED_CONTROL_PLANE_LOGS)
-        missing = sorted(wanted - enabled)
-        if missing:
-            self._find(
-                "eks-control-plane-logging",
-                r,
-                "control plane log types off: " + ", ".join(missing),
-            )
+                enabled += [t for t in entry.get("types") or [] if t not in enabled]
+        inputs = {
+            "name": r.name,
+            "version": cluster.get("version"),
+            "vpcConfig": vpc_config,
+            "encryptionConfig": encryption[0] if len(encryption) == 1 else encryption,
+            "enabledClusterLogTypes": enabled,
+            "tags": dict(r.tags),
+        }
+        self._declare(EKS_CLUSTER, r.name, inputs, {"id": r.name, "arn": r.arn}, live=r)
 
     # ------------------------------------------------------------------ EC2
 
     def _launch_template(self, r: LiveResource) -> None:
+        """One resource per distinct version of $Latest and $Default: either may launch nodes."""
         with aws_errors(f"read launch template {r.name} (ec2:DescribeLaunchTemplateVersions)"):
             versions = self.c.ec2.describe_launch_template_versions(
                 LaunchTemplateId=r.arn, Versions=["$Latest", "$Default"]
@@ -454,37 +499,45 @@ class _Auditor:
                 continue
             seen.add(number)
             data = version.get("LaunchTemplateData") or {}
-            label = f"version {number}"
             metadata = data.get("MetadataOptions") or {}
-            if (
-                metadata.get("HttpEndpoint") != "disabled"
-                and metadata.get("HttpTokens") != "required"
-            ):
-                self._find(
-                    "ec2-imdsv2-required",
-                    r,
-                    f"{label}: instance metadata allows IMDSv1 (HttpTokens "
-                    f"{metadata.get('HttpTokens') or 'optional'})",
-                )
-            mappings = [m for m in data.get("BlockDeviceMappings") or [] if "Ebs" in m]
-            if not mappings:
-                self._find(
-                    "ebs-encrypted",
-                    r,
-                    f"{label}: no EBS block device mapping, so the root volume is not "
-                    "encrypted with the platform's key",
-                )
-            for m in mappings:
-                ebs = m["Ebs"]
-                device = m.get("DeviceName", "?")
-                if not ebs.get("Encrypted"):
-                    self._find("ebs-encrypted", r, f"{label}: {device} is not encrypted")
-                elif not self._customer_key(ebs.get("KmsKeyId")):
-                    self._find(
-                        "ebs-encrypted",
-                        r,
-                        f"{label}: {device} is not encrypted with a customer managed key",
-                    )
+            mappings = []
+            for m in data.get("BlockDeviceMappings") or []:
+                mapping: dict[str, Any] = {"deviceName": m.get("DeviceName")}
+                if "Ebs" in m:
+                    ebs = m["Ebs"]
+                    mapping["ebs"] = {
+                        "encrypted": "true" if ebs.get("Encrypted") else "false",
+                        "kmsKeyId": self._key_ref(ebs.get("KmsKeyId")),
+                        "volumeSize": ebs.get("VolumeSize"),
+                        "volumeType": ebs.get("VolumeType"),
+                    }
+                mappings.append(mapping)
+            interfaces = [
+                {
+                    "associatePublicIpAddress": "true"
+                    if i.get("AssociatePublicIpAddress")
+                    else "false"
+                }
+                for i in data.get("NetworkInterfaces") or []
+            ]
+            inputs = {
+                "name": r.name,
+                "metadataOptions": {
+                    "httpTokens": metadata.get("HttpTokens", "optional"),
+                    "httpEndpoint": metadata.get("HttpEndpoint", "enabled"),
+                    "httpPutResponseHopLimit": metadata.get("HttpPutResponseHopLimit"),
+                },
+                "blockDeviceMappings": mappings,
+                "networkInterfaces": interfaces,
+                "tags": dict(r.tags),
+            }
+            self._declare(
+                LAUNCH_TEMPLATE,
+                f"{r.name} version {number}",
+                inputs,
+                {"id": r.arn, "latestVersion": number},
+                live=r,
+            )
 
     # ------------------------------------------------------------------ FSx
 
@@ -494,19 +547,14 @@ class _Auditor:
         if not systems:
             return
         fs = systems[0]
-        deployment = (fs.get("LustreConfiguration") or {}).get("DeploymentType", "")
-        if deployment.startswith("SCRATCH"):
-            self._find(
-                "fsx-kms-encryption", r, f"{deployment} cannot use a customer managed KMS key"
-            )
-        elif not self._customer_key(fs.get("KmsKeyId")):
-            self._find(
-                "fsx-kms-encryption",
-                r,
-                "encrypted with the AWS managed key, not a customer managed one"
-                if fs.get("KmsKeyId")
-                else "no KMS key",
-            )
+        lustre = fs.get("LustreConfiguration") or {}
+        inputs = {
+            "deploymentType": lustre.get("DeploymentType"),
+            "storageCapacity": fs.get("StorageCapacity"),
+            "kmsKeyId": self._key_ref(fs.get("KmsKeyId")),
+            "tags": dict(r.tags),
+        }
+        self._declare(LUSTRE, r.name, inputs, {"id": r.name, "arn": r.arn}, live=r)
 
 
 def _snake(operation: str) -> str:
@@ -516,44 +564,10 @@ def _snake(operation: str) -> str:
     return out
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _denies_plain_http(document: dict[str, Any], bucket: str) -> bool:
-    """A statement denies every principal every S3 action on the bucket's objects when
-    aws:SecureTransport is false."""
-    arns = {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
-    for st in _as_list(document.get("Statement")):
-        if st.get("Effect") != "Deny":
-            continue
-        principal = st.get("Principal")
-        if principal != "*" and _as_list((principal or {}).get("AWS")) != ["*"]:
-            continue
-        actions = _as_list(st.get("Action"))
-        if not any(a in ("s3:*", "*") for a in actions):
-            continue
-        resources = set(_as_list(st.get("Resource")))
-        if not (resources & (arns | {"*"})) and not any(
-            fnmatch.fnmatchcase(arn, res) for res in resources for arn in arns
-        ):
-            continue
-        condition = st.get("Condition") or {}
-        for operator in ("Bool", "BoolIfExists"):
-            value = (condition.get(operator) or {}).get("aws:SecureTransport")
-            if str(_as_list(value)[0] if _as_list(value) else "").lower() == "false":
-                return True
-    return False
-
-
 # ----------------------------------------------------------------------------- rendering
 
 
 def render_table(report: AuditReport, console: Any) -> None:
-    from rich.table import Table
-
     kinds = Counter(r.kind for r in report.resources)
     console.print(
         f"[bold]llmcloud audit[/] [cyan]{report.project} / {report.stack}[/] ({report.region}): "
@@ -562,18 +576,7 @@ def render_table(report: AuditReport, console: Any) -> None:
         highlight=False,
     )
     if report.findings:
-        table = Table(title="Drift", header_style="bold", show_lines=False)
-        for column in ("policy", "severity", "resource", "finding"):
-            table.add_column(column, overflow="fold")
-        for f in report.findings:
-            style = (
-                "dim" if f.waived else ("red" if f.severity in ("high", "critical") else "yellow")
-            )
-            message = f"{f.message} (waived: {f.waiver_reason})" if f.waived else f.message
-            table.add_row(
-                f.rule, f.severity, f"{f.resource.kind} {f.resource.name}", message, style=style
-            )
-        console.print(table)
+        console.print(findings_table(report.findings, "Drift"))
     for note in report.notes:
         console.print(f"[dim]{note}[/]")
     if report.drift:
@@ -589,23 +592,11 @@ def render_sarif(
 ) -> str:
     """SARIF 2.1.0 in the shape of `llmcloud plan --format sarif`: one result per finding,
     located in the stack file, with the live ARN as the logical location."""
-    levels = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
-    findings = [
-        sarif.Finding(
-            rule=f.rule,
-            level=levels.get(f.severity, "warning"),
-            text=f.message,
-            name=f"{f.resource.kind} {f.resource.name}",
-            fully_qualified_name=f.resource.arn,
-            properties={"severity": f.severity},
-            suppression=f.waiver_reason or "" if f.waived else None,
-        )
-        for f in report.findings
-    ]
     return sarif.document(
         automation_id=f"llmcloud-audit/{report.stack}/",
         location=location,
-        findings=findings,
+        findings=report.findings,
         rules=rules,
         version=sarif.llmcloud_version(),
+        stack_name=f"{report.project}/{report.stack}",
     )

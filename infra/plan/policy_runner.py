@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -59,9 +59,13 @@ def rule_metadata() -> list[dict]:
 
 
 def evaluate_policies(
-    plan: Plan, settings: PolicySettings, only: Iterable[str] | None = None
+    plan: Plan,
+    settings: PolicySettings,
+    only: Iterable[str] | None = None,
+    names: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Violation]:
-    """Run the pack (or the rules named in `only`) with explicit settings."""
+    """Run the pack (or the rules named in `only`) with explicit settings. `names` gives a
+    resource's other names (URN -> live ARN, physical name) that waivers may match."""
     settings = settings.with_(drop_waived=False)
     wanted = set(only) if only is not None else None
     policies = [p for p in build_policies(settings) if wanted is None or p.name in wanted]
@@ -86,11 +90,11 @@ def evaluate_policies(
             providers.get(_provider_urn(plan, resource)),
         )
         for policy in applicable:
-            _run(policy, args, resource.urn, settings, findings)
+            _run(policy, args, resource.urn, settings, findings, names or {})
     stack_args = StackValidationArgs(_policy_resources(plan, providers))
     for policy in policies:
         if isinstance(policy, StackValidationPolicy):
-            _run(policy, stack_args, None, settings, findings)
+            _run(policy, stack_args, None, settings, findings, names or {})
     return sorted(findings, key=lambda v: (v.policy, v.urn or "", v.message))
 
 
@@ -100,6 +104,7 @@ def _run(
     resource_urn: str | None,
     settings: PolicySettings,
     out: list[Violation],
+    names: Mapping[str, Sequence[str]],
 ) -> None:
     level = policy.enforcement_level.value
     if level == "disabled":
@@ -109,7 +114,7 @@ def _run(
 
     def report_violation(message: str, urn: str | None = None) -> None:
         target = resource_urn if resource_urn is not None else urn
-        waiver = settings.waiver_for(policy.name, target)
+        waiver = settings.waiver_for(policy.name, target, *names.get(target or "", ()))
         out.append(
             Violation(
                 policy=policy.name,

@@ -19,6 +19,9 @@ from infra.plan.results import HOURS_PER_MONTH
 from infra.plan.run import PlanReport
 from infra.plan.scheduling import instance_types_of
 from infra.reporting import sarif
+from infra.reporting.markdown import findings_markdown
+from infra.reporting.markdown import md_cell as _md
+from infra.reporting.table import findings_table
 
 FORMATS = ("table", "json", "markdown", "sarif")
 
@@ -136,14 +139,7 @@ def _add_children(plan: Plan, node: Tree, parent: str | None) -> None:
 def _violations_table(report: PlanReport) -> Any:
     if not report.violations:
         return Text("Policies: no violations", style="green")
-    table = Table(title="Policy findings", header_style="bold", show_lines=False)
-    for col in ("policy", "enforcement", "resource", "message"):
-        table.add_column(col, overflow="fold")
-    for v in sorted(report.violations, key=lambda v: (not v.blocking, v.policy, v.urn or "")):
-        style = "red" if v.blocking else ("dim" if v.waived else "yellow")
-        enforcement = f"{v.enforcement} (waived)" if v.waived else v.enforcement
-        table.add_row(v.policy, enforcement, _urn_name(v.urn), v.message, style=style)
-    return table
+    return findings_table(report.violations, "Policy findings")
 
 
 def _cost_table(report: PlanReport) -> Any:
@@ -175,12 +171,6 @@ def _cost_table(report: PlanReport) -> Any:
         f"[bold]{cost.hourly_max * HOURS_PER_MONTH:,.0f}",
     )
     return Group(table, *(Text(n, style="dim") for n in cost.notes))
-
-
-def _urn_name(urn: str | None) -> str:
-    if not urn:
-        return "(stack)"
-    return urn.rsplit("::", 1)[-1]
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -219,18 +209,7 @@ def render_markdown(report: PlanReport) -> str:
         )
         lines.append("")
     lines += ["### Policy findings", ""]
-    if report.violations:
-        lines += ["| policy | enforcement | resource | message |", "|---|---|---|---|"]
-        for v in sorted(report.violations, key=lambda v: (not v.blocking, v.policy)):
-            enforcement = (
-                f"{v.enforcement} (waived: {v.waiver_reason})" if v.waived else v.enforcement
-            )
-            mark = "❌ " if v.blocking else ""
-            lines.append(
-                f"| {mark}`{v.policy}` | {enforcement} | `{_urn_name(v.urn)}` | {_md(v.message)} |"
-            )
-    else:
-        lines.append("No findings.")
+    lines += findings_markdown(report.violations)
     lines += ["", "### Cost estimate", ""]
     if cost.items:
         lines += ["| resource | pricing | $/h idle | $/h max |", "|---|---|--:|--:|"]
@@ -252,10 +231,6 @@ def render_markdown(report: PlanReport) -> str:
     return "\n".join(lines)
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 # ----------------------------------------------------------------------------- sarif
 
 
@@ -272,28 +247,14 @@ def render_sarif(report: PlanReport, rules: Iterable[dict[str, Any]] = ()) -> st
     except ValueError:
         location = plan.stack_file.as_posix()
     stack_lines = _stack_file_lines(plan)
-    findings = [
-        sarif.Finding(
-            rule=v.policy,
-            level="error" if v.enforcement == "mandatory" else "warning",
-            text=v.message,
-            name=_urn_name(v.urn),
-            fully_qualified_name=v.urn or f"{plan.project}/{plan.stack}",
-            kind="resource" if v.urn else "module",
-            line=_waiver_line(stack_lines, v.policy) if v.waived else 1,
-            properties={"enforcement": v.enforcement, "severity": v.severity},
-            suppression=f"{v.waiver_reason} (waiver expires {v.waiver_expires})"
-            if v.waived
-            else None,
-        )
-        for v in report.violations
-    ]
     return sarif.document(
         automation_id=f"llmcloud-plan/{plan.stack}/",
         location=location,
-        findings=findings,
+        findings=report.violations,
         rules=rules,
         version=sarif.llmcloud_version(),
+        stack_name=f"{plan.project}/{plan.stack}",
+        line=lambda v: _waiver_line(stack_lines, v.policy) if v.waived else 1,
     )
 
 

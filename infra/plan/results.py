@@ -9,39 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.reporting.findings import Finding
+
 HOURS_PER_MONTH = 730.0
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One policy finding on one resource (or on the stack, when `urn` is None)."""
-
-    policy: str
-    enforcement: str  # "advisory" | "mandatory"
-    urn: str | None
-    message: str
-    severity: str = "medium"  # "low" | "medium" | "high" | "critical"
-    waived: bool = False
-    waiver_reason: str | None = None
-    waiver_expires: str | None = None
-
-    @property
-    def blocking(self) -> bool:
-        """A mandatory finding that no live waiver covers fails the plan (exit 1)."""
-        return self.enforcement == "mandatory" and not self.waived
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "policy": self.policy,
-            "enforcement": self.enforcement,
-            "urn": self.urn,
-            "message": self.message,
-            "severity": self.severity,
-            "waived": self.waived,
-        }
-        if self.waived:
-            out["waiver"] = {"reason": self.waiver_reason, "expires": self.waiver_expires}
-        return out
+# A policy finding: the one finding type of plan and audit (`infra.reporting.findings`).
+Violation = Finding
 
 
 @dataclass(frozen=True)

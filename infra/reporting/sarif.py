@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from infra.reporting.findings import SECURITY_SEVERITY, Finding, sarif_level
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/llmcloud/llmcloud"
-# GitHub ranks security alerts by this score: low < 4, medium < 7, high < 9, critical.
-SECURITY_SEVERITY = {"low": "3.0", "medium": "5.5", "high": "8.0", "critical": "9.5"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One result, as both commands produce it."""
-
-    rule: str
-    level: str  # "error" | "warning" | "note"
-    text: str
-    name: str  # short resource name
-    fully_qualified_name: str  # URN or ARN
-    kind: str = "resource"  # or "module" for stack-level findings
-    line: int = 1
-    properties: dict[str, Any] | None = None
-    suppression: str | None = None  # the waiver's justification, when waived
 
 
 def rule_descriptor(rule_id: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -49,15 +33,11 @@ def rule_descriptor(rule_id: str, meta: dict[str, Any]) -> dict[str, Any]:
         "shortDescription": {"text": meta.get("name", rule_id)},
         "fullDescription": {"text": description},
         "help": {"text": remediation or description, "markdown": help_md},
-        "defaultConfiguration": {
-            "level": "error" if severity in ("high", "critical") else "warning"
-        },
+        "defaultConfiguration": {"level": sarif_level(severity)},
         "properties": {
             "tags": ["security", *meta.get("tags", [])],
             "precision": "very-high",
-            "security-severity": meta.get(
-                "security_severity", SECURITY_SEVERITY.get(severity, "5.5")
-            ),
+            "security-severity": SECURITY_SEVERITY.get(severity, "5.5"),
         },
     }
 
@@ -69,42 +49,48 @@ def document(
     findings: Iterable[Finding],
     rules: Iterable[dict[str, Any]] = (),
     version: str = "0.0.0",
+    stack_name: str = "",
+    line: Callable[[Finding], int] = lambda finding: 1,
 ) -> str:
     """The SARIF log: every rule of the metadata (plus any unknown id a finding uses) and one
-    result per finding."""
-    findings = sorted(findings, key=lambda f: (f.rule, f.fully_qualified_name, f.text))
+    result per finding. The logical location is the live ARN (audit) or the URN (plan), or
+    `stack_name` for a stack-level finding; `line` gives each finding's line in `location`."""
+
+    def qualified(f: Finding) -> str:
+        return f.resource or f.urn or stack_name
+
+    findings = sorted(findings, key=lambda f: (f.policy, qualified(f), f.message))
     metadata = {r["id"]: r for r in rules}
-    ids = list(metadata) + sorted({f.rule for f in findings} - set(metadata))
+    ids = list(metadata) + sorted({f.policy for f in findings} - set(metadata))
     results = []
     for f in findings:
         result: dict[str, Any] = {
-            "ruleId": f.rule,
-            "ruleIndex": ids.index(f.rule),
-            "level": f.level,
-            "message": {"text": f"{f.name}: {f.text}"},
+            "ruleId": f.policy,
+            "ruleIndex": ids.index(f.policy),
+            "level": sarif_level(f.severity, f.enforcement),
+            "message": {"text": f"{f.label}: {f.message}"},
             "locations": [
                 {
                     "physicalLocation": {
                         "artifactLocation": {"uri": location},
-                        "region": {"startLine": f.line},
+                        "region": {"startLine": line(f)},
                     },
                     "logicalLocations": [
                         {
-                            "name": f.name,
-                            "fullyQualifiedName": f.fully_qualified_name,
-                            "kind": f.kind,
+                            "name": f.label,
+                            "fullyQualifiedName": qualified(f),
+                            "kind": "resource" if (f.urn or f.resource) else "module",
                         }
                     ],
                 }
             ],
             "partialFingerprints": {
                 "llmcloudFinding/v1": hashlib.sha256(
-                    f"{f.rule}|{f.fully_qualified_name}".encode()
+                    f"{f.policy}|{qualified(f)}".encode()
                 ).hexdigest()
             },
+            "properties": {"enforcement": f.enforcement, "severity": f.severity},
         }
-        if f.properties:
-            result["properties"] = dict(f.properties)
         if f.suppression is not None:
             result["suppressions"] = [
                 {"kind": "external", "status": "accepted", "justification": f.suppression}

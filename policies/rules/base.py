@@ -28,14 +28,14 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError, _DictProxy, _is_unknown, _ListProxy
 
+# GitHub code scanning's score per severity: one map, next to the SARIF levels.
+from infra.reporting.findings import SECURITY_SEVERITY
+
 # --------------------------------------------------------------------------- metadata
 
 CIS_AWS = ("CIS AWS Foundations Benchmark", "3.0.0")
 CIS_EKS = ("CIS Amazon EKS Benchmark", "1.7.0")
 AWS_FSBP = ("AWS Foundational Security Best Practices", "")
-
-# GitHub code scanning ranks results by this number (critical > 9.0, high 7.0-8.9, ...).
-SECURITY_SEVERITY = {"low": "3.0", "medium": "5.5", "high": "8.0", "critical": "9.5"}
 
 
 @dataclass(frozen=True)
@@ -130,13 +130,18 @@ class Waiver:
     reason: str
     expires: date
 
-    def covers(self, rule_id: str, urn: str | None) -> bool:
+    def covers(self, rule_id: str, urn: str | None, *names: str) -> bool:
+        """The one waiver matcher (plan, pack and audit): same rule, and the resource glob
+        matches the URN, its logical name, or another name of the resource (`names`: the
+        audit passes the live ARN and physical name). `*` alone also covers the stack."""
         if rule_id != self.rule:
             return False
-        if urn is None:
+        if urn is None and not names:
             return self.resource == "*"
-        name = urn.rsplit("::", 1)[-1]
-        return fnmatch.fnmatchcase(urn, self.resource) or fnmatch.fnmatchcase(name, self.resource)
+        candidates = [*names]
+        if urn is not None:
+            candidates += [urn, urn.rsplit("::", 1)[-1]]
+        return any(fnmatch.fnmatchcase(c, self.resource) for c in candidates)
 
     def expired(self, today: date) -> bool:
         """A waiver is good through its expiry date and expired the day after."""
@@ -173,10 +178,10 @@ class PolicySettings:
             return "advisory" if self.environment == "dev" else "mandatory"
         return self.enforcement
 
-    def waiver_for(self, rule_id: str, urn: str | None) -> Waiver | None:
+    def waiver_for(self, rule_id: str, urn: str | None, *names: str) -> Waiver | None:
         """The live (unexpired) waiver covering this finding, if any."""
         for waiver in self.waivers:
-            if not waiver.expired(self.today) and waiver.covers(rule_id, urn):
+            if not waiver.expired(self.today) and waiver.covers(rule_id, urn, *names):
                 return waiver
         return None
 
@@ -391,7 +396,11 @@ class RuleResourcePolicy(ResourceValidationPolicy):
 
 class RuleStackPolicy(StackValidationPolicy):
     """A stack rule: sees every resource at once (bucket and its encryption resource, pods and
-    NetworkPolicies, all node groups against the GPU budget)."""
+    NetworkPolicies, all node groups against the GPU budget).
+
+    `resource_types`, where given, are the types the rule reports on (the bucket types for the
+    S3 rules): `applies_to` answers for them, and `llmcloud audit` runs the rule when it reads
+    resources of those types from AWS."""
 
     def __init__(
         self,
@@ -399,11 +408,16 @@ class RuleStackPolicy(StackValidationPolicy):
         settings: PolicySettings,
         check: StackCheck,
         config_schema: PolicyConfigSchema | None = None,
+        resource_types: Iterable[str] | None = None,
     ) -> None:
         super().__init__(**_policy_kwargs(info, settings, config_schema))
         self.info = info
         self.settings = settings
+        self.resource_types = frozenset(resource_types) if resource_types is not None else None
         self._check = check
+
+    def applies_to(self, resource_type: str) -> bool:
+        return self.resource_types is not None and resource_type in self.resource_types
 
     def validate(self, args: StackValidationArgs, report_violation: ReportViolation) -> None:
         settings = self.settings

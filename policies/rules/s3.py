@@ -315,10 +315,11 @@ def check_access_logging(args: Any, report: Reporter, settings: PolicySettings) 
 
 
 def policies(settings: PolicySettings) -> list[Any]:
+    on_buckets: dict[str, Any] = {"resource_types": BUCKET_TYPES}
     return [
-        RuleStackPolicy(KMS_ENCRYPTION, settings, check_kms_encryption),
-        RuleStackPolicy(PUBLIC_ACCESS, settings, check_public_access_block),
-        RuleStackPolicy(TLS_ONLY, settings, check_tls_only),
-        RuleStackPolicy(VERSIONING, settings, check_versioning),
-        RuleStackPolicy(ACCESS_LOGGING, settings, check_access_logging),
+        RuleStackPolicy(KMS_ENCRYPTION, settings, check_kms_encryption, **on_buckets),
+        RuleStackPolicy(PUBLIC_ACCESS, settings, check_public_access_block, **on_buckets),
+        RuleStackPolicy(TLS_ONLY, settings, check_tls_only, **on_buckets),
+        RuleStackPolicy(VERSIONING, settings, check_versioning, **on_buckets),
+        RuleStackPolicy(ACCESS_LOGGING, settings, check_access_logging, **on_buckets),
     ]
