@@ -15,17 +15,22 @@ CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: setup plan test lint bench preview up clean
+# Recipes print only their tools' output (`make plan FORMAT=json > plan.json` is pure JSON);
+# the one-time setup writes its progress to stderr.
+.SILENT:
+MAKEFLAGS += --no-print-directory
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	echo "setting up $(VENV) (once)" >&2
+	$(PYTHON) -m venv $(VENV) >&2
+	$(BIN)/pip install --quiet --upgrade pip >&2
+	$(BIN)/pip install --quiet "torch==2.13.0" >&2
+	$(BIN)/pip install --quiet -e ".[dev]" >&2
 	touch $(STAMP)
 
 $(CHECKOV_STAMP):
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet "checkov==3.3.30"
+	$(PYTHON) -m venv $(CHECKOV_VENV) >&2
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov==3.3.30" >&2
 	touch $(CHECKOV_STAMP)
 
 setup: $(STAMP)

@@ -6,13 +6,16 @@ a failed upload, a blocker), 2 bad config or usage, with one clear message on st
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infra.ops.awsclient import EndpointUrlOption, RegionOption
 
@@ -34,9 +37,40 @@ def _root() -> None:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one clear message on stderr and return the Exit to raise."""
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one clear message on stderr and return the Exit to raise. The message is shown
+    as is: brackets in it (patterns, YAML, values) are text, not rich markup."""
+    err.print(f"[red bold]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def say(console: Console, text: str) -> None:
+    """Print a line of plain text (paths, names, values), never read as rich markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def check_out(out: Path | None) -> None:
+    """Refuse an unusable --out FILE before any work is done (exit 2, one line)."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise fail(f"--out {str(out)!r} is a directory; give a file path, like {out / 'report'}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise fail(
+            f"--out {str(out)!r}: the folder {str(parent)!r} does not exist; create it "
+            f"(mkdir -p {parent}) or write somewhere else"
+        )
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise fail(f"--out {str(out)!r}: not writable here; pick another path")
+
+
+def write_out(out: Path, render: Callable[[TextIO], None]) -> None:
+    """Write a report to --out FILE; a failure to write is a usage error (exit 2)."""
+    try:
+        with out.open("w") as fh:
+            render(fh)
+    except OSError as e:
+        raise fail(f"--out {str(out)!r}: cannot write it: {e.strerror or e}") from None
 
 
 StackOption = Annotated[
@@ -73,10 +107,17 @@ def plan(
         raise fail(f"--format {format!r} is not a format; use one of: {', '.join(FORMATS)}")
     if not project.is_dir():
         raise fail(f"--project {str(project)!r} is not a directory")
+    check_out(out)
     try:
         report = run_plan(project, stack)
     except PlanError as e:
-        raise fail(str(e)) from None
+        program_traceback = getattr(e, "traceback", None)  # a ProgramError's
+        if program_traceback and debug:
+            sys.stderr.write(program_traceback)
+        raise fail(
+            str(e)
+            + ("; rerun with --debug for the traceback" if program_traceback and not debug else "")
+        ) from None
     except Exception as e:
         if debug:
             traceback.print_exc()
@@ -89,8 +130,9 @@ def plan(
 
     if format == "table":
         if out:
-            with out.open("w") as fh:
-                render_table(report, Console(file=fh, width=140, no_color=True))
+            write_out(
+                out, lambda fh: render_table(report, Console(file=fh, width=140, no_color=True))
+            )
         else:
             render_table(report, Console())
     else:
@@ -103,7 +145,7 @@ def plan(
 
             text = render_sarif(report, rule_metadata())
         if out:
-            out.write_text(text)
+            write_out(out, lambda fh: fh.write(text))
         else:
             sys.stdout.write(text)
     raise typer.Exit(report.exit_code)
@@ -199,11 +241,10 @@ def stage(
             )
             if not checked.ok:
                 raise fail(staging.verify_failure_message(checked), EXIT_FINDINGS)
-            out.print(
+            say(
+                out,
                 f"verified {checked.checked} objects against {checked.manifest_url}"
                 + (f" and {local}" if local else ""),
-                highlight=False,
-                soft_wrap=True,
             )
             raise typer.Exit(EXIT_OK)
         assert local is not None
@@ -230,11 +271,11 @@ def stage(
         raise typer.Exit(130) from None
     if dry_run:
         for line in staging.dry_run_lines(result):
-            out.print(line, highlight=False, soft_wrap=True)
+            say(out, line)
         raise typer.Exit(EXIT_OK)
     if not result.ok:
         raise fail(staging.failure_message(result), EXIT_FINDINGS)
-    out.print(staging.summary_line(result), highlight=False, soft_wrap=True)
+    say(out, staging.summary_line(result))
 
 
 StackRegionOption = Annotated[
@@ -295,7 +336,8 @@ def preflight(
     except AwsUsageError as e:
         raise fail(str(e)) from None
     except (bce.BotoCoreError, bce.ClientError) as e:
-        raise fail(f"AWS error, preflight incomplete: {e}", EXIT_FINDINGS) from None
+        # a check that could not be made is exit 2 (ARCHITECTURE.md), not a blocker found
+        raise fail(f"AWS error, preflight incomplete: {e}") from None
     if format == "json":
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
@@ -328,6 +370,7 @@ def audit(
 
     if format not in ("table", "json", "sarif"):
         raise fail(f"--format {format!r} is not a format; use one of: table, json, sarif")
+    check_out(out)
     config, region = _stack_region(project, stack, region)
     try:
         clients = auditing.AuditClients.create(region, endpoint_url)
@@ -335,7 +378,8 @@ def audit(
     except AwsUsageError as e:
         raise fail(str(e)) from None
     except (bce.BotoCoreError, bce.ClientError) as e:
-        raise fail(f"AWS error, audit incomplete: {e}", EXIT_FINDINGS) from None
+        # credentials or permissions: exit 2 (ARCHITECTURE.md); 1 means drift was found
+        raise fail(f"AWS error, audit incomplete: {e}") from None
     if not report.resources:
         raise fail(
             f"no resources tagged llmcloud:stack={stack}, llmcloud:project={config.project} "
@@ -343,8 +387,12 @@ def audit(
         )
     if format == "table":
         if out:
-            with out.open("w") as fh:
-                auditing.render_table(report, Console(file=fh, width=140, no_color=True))
+            write_out(
+                out,
+                lambda fh: auditing.render_table(
+                    report, Console(file=fh, width=140, no_color=True)
+                ),
+            )
         else:
             auditing.render_table(report, Console())
     else:
@@ -356,7 +404,7 @@ def audit(
             location = str(stack_file(project, stack).relative_to(project))
             text = auditing.render_sarif(report, auditing.rule_metadata(), location)
         if out:
-            out.write_text(text)
+            write_out(out, lambda fh: fh.write(text))
         else:
             sys.stdout.write(text)
     raise typer.Exit(report.exit_code)

@@ -72,7 +72,7 @@ def test_authentication_is_access_entries_only_without_creator_admin(prod_plan):
 
 def test_version_upgrade_policy_and_deletion_protection(prod_plan, dev_plan):
     prod = cluster(prod_plan).inputs
-    assert prod["version"] == "1.33" == prod_plan.outputs["cluster_version"]
+    assert prod["version"] == "1.35" == prod_plan.outputs["cluster_version"]
     assert prod["upgradePolicy"] == {"supportType": "STANDARD"}
     assert prod["deletionProtection"] is True
     assert cluster(dev_plan).inputs["deletionProtection"] is False

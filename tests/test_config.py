@@ -4,8 +4,10 @@ declared, with one message naming the key path, the value and what is allowed.""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,14 @@ import yaml
 from typer.testing import CliRunner
 
 from infra.cli import app
-from infra.config import ConfigError, load_stack_config, parse_stack_config
+from infra.config import (
+    ClusterConfig,
+    ConfigError,
+    load_eks_calendar,
+    load_stack_config,
+    parse_stack_config,
+)
+from infra.config.eks_versions import EKS_VERSIONS_PATH, support_note
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,9 +100,12 @@ def test_derived_private_subnets_are_large_and_disjoint():
     [
         (
             lambda c: c["llmcloud:network"].update(bogus=1),
-            "llmcloud:network.bogus = 1: unknown key; allowed keys here: vpc_cidr",
+            "llmcloud:network.bogus: unknown key; allowed keys here: vpc_cidr",
         ),
-        (lambda c: c.update({"llmcloud:clutser": {}}), "llmcloud:clutser = {}: unknown key"),
+        (
+            lambda c: c.update({"llmcloud:clutser": {}}),
+            "llmcloud:clutser: unknown key (did you mean llmcloud:cluster?)",
+        ),
         (
             lambda c: c["llmcloud:cluster"].update(endpoint_public_access="maybe"),
             "llmcloud:cluster.endpoint_public_access = 'maybe': Input should be a valid boolean",
@@ -150,7 +162,7 @@ def test_derived_private_subnets_are_large_and_disjoint():
         ),
         (
             lambda c: c["llmcloud:cluster"].update(version="1.20"),
-            "llmcloud:cluster.version = '1.20': supported EKS versions",
+            "llmcloud:cluster.version = '1.20': is not a version of the EKS calendar on ",
         ),
         (lambda c: c.pop("aws:region"), "aws:region is required"),
         (
@@ -260,3 +272,128 @@ def test_training_jobs_that_mount_fsx_run_where_its_claim_is():
         "llmcloud:training[0].namespace = 'research': jobs that mount FSx run in 'training'"
         in message
     )
+
+
+# ----------------------------------------------------------------------------- EKS calendar
+
+DAY = date(2026, 12, 1)  # the day the calendar was checked
+
+
+def _months_later(day: date, months: int) -> date:
+    month = day.month - 1 + months
+    return day.replace(year=day.year + month // 12, month=month % 12 + 1)
+
+
+def test_eks_calendar_follows_aws_lifecycle_of_14_plus_12_months():
+    # docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html: standard support for
+    # 14 months after the EKS release, then extended support for 12 months.
+    calendar = load_eks_calendar()
+    dated = [v for v in calendar.versions if v.end_of_standard_support is not None]
+    assert {v.version for v in dated} >= {"1.31", "1.32", "1.33", "1.34", "1.35"}
+    for v in dated:
+        assert v.eks_release is not None and v.end_of_extended_support is not None
+        assert _months_later(v.end_of_standard_support, 12) == v.end_of_extended_support
+        gap = v.end_of_standard_support - _months_later(v.eks_release, 14)
+        assert abs(gap.days) <= 2, v  # AWS dates the release by its announcement day
+    assert calendar.get("1.34").end_of_standard_support == date(2026, 12, 2)
+    raw = json.loads(EKS_VERSIONS_PATH.read_text())
+    assert raw["checked"] == "2026-12-01" and "kubernetes-release-calendar" in raw["sources"]["aws"]
+
+
+def test_eks_version_support_before_inside_and_after_extended_support():
+    v = load_eks_calendar().get("1.33")  # standard until 2026-07-29, extended until 2027-07-29
+    assert v.support(date(2025, 5, 28)) == "unreleased"
+    assert v.support(date(2026, 7, 28)) == "standard"
+    assert v.support(date(2026, 7, 29)) == "extended"  # billed from the start of that day
+    assert v.support(date(2027, 7, 28)) == "extended"
+    assert v.support(date(2027, 7, 29)) == "ended"
+
+
+def test_allowed_versions_and_default_follow_the_day_of_the_plan():
+    calendar = load_eks_calendar()
+    assert calendar.allowed(DAY) == ("1.32", "1.33", "1.34", "1.35")  # 1.31 ended 2026-11-26
+    assert calendar.standard(DAY) == ("1.34", "1.35")
+    assert calendar.default(DAY) == "1.35"
+    assert calendar.standard(date(2026, 12, 2)) == ("1.35",)  # 1.34 left standard support
+    assert calendar.default(date(2025, 6, 1)) == "1.33"
+    assert "1.36" not in calendar.allowed(DAY)  # no EKS release date recorded
+
+
+def cluster_on(day: date, **cluster) -> str:
+    raw = copy.deepcopy(raw_config("dev"))
+    raw["llmcloud:cluster"].pop("version")
+    raw["llmcloud:cluster"].update(cluster)
+    return parse_stack_config(raw, project="llmcloud", stack="dev", today=day).cluster.version
+
+
+def test_default_cluster_version_is_the_newest_in_standard_support_that_day():
+    assert cluster_on(DAY) == "1.35"
+    assert cluster_on(date(2025, 6, 1)) == "1.33"
+    assert ClusterConfig.model_validate({}, context={"today": DAY}).version == "1.35"
+
+
+def test_cluster_version_is_checked_against_the_calendar_on_the_plan_day():
+    with pytest.raises(ConfigError, match=r"cluster.version = '1.31': is past EKS extended"):
+        cluster_on(DAY, version="1.31")
+    assert cluster_on(date(2026, 11, 25), version="1.31", extended_support=True) == "1.31"
+    with pytest.raises(ConfigError, match=r"'1.36': has no EKS release on or before"):
+        cluster_on(DAY, version="1.36")
+    with pytest.raises(ConfigError, match=r'quote the version \(version: "1.3"\)'):
+        cluster_on(DAY, version=1.30)
+
+
+def test_a_version_in_extended_support_needs_the_extended_upgrade_policy():
+    with pytest.raises(ConfigError) as info:
+        cluster_on(DAY, version="1.33")
+    message = str(info.value)
+    assert "cluster.version = '1.33': is in EKS extended support on 2026-12-01" in message
+    assert "use a version in standard support (1.34, 1.35)" in message
+    assert "extended_support: true" in message
+    assert cluster_on(DAY, version="1.33", extended_support=True) == "1.33"
+    assert cluster_on(date(2026, 7, 28), version="1.33") == "1.33"  # still standard that day
+
+
+def test_policy_rule_versions_are_the_calendars_on_the_check_day():
+    from policies.rules.base import PolicySettings
+
+    assert PolicySettings(today=DAY).supported_eks_versions() == load_eks_calendar().allowed(DAY)
+    assert "1.31" in PolicySettings(today=date(2026, 11, 25)).supported_eks_versions()
+    assert "1.31" not in PolicySettings(today=DAY).supported_eks_versions()
+
+
+def test_support_notes_warn_before_and_during_extended_support():
+    assert support_note("1.35", DAY) is None
+    soon = support_note("1.34", DAY)
+    assert soon and "leaves EKS standard support on 2026-12-02 (in 1 day)" in soon
+    extended = support_note("1.33", DAY)
+    assert extended and "is in EKS extended support on 2026-12-01" in extended
+    assert "upgrade cluster.version to 1.35" in extended
+    assert "past EKS extended support" in (support_note("1.31", DAY) or "")
+
+
+CLUSTER_PROGRAM = """
+import pulumi_aws as aws
+aws.eks.Cluster("c", version="{version}", role_arn="arn:aws:iam::123456789012:role/c",
+    vpc_config={{"subnet_ids": ["subnet-1", "subnet-2"]}})
+"""
+
+
+@pytest.mark.parametrize(
+    ("day", "hourly_usd", "noted"),
+    [
+        (date(2026, 7, 28), 0.10, False),  # standard support, ends in 1 day: noted below
+        (date(2026, 7, 29), 0.60, True),  # first day of extended support
+        (date(2027, 7, 28), 0.60, True),  # last day of extended support
+    ],
+)
+def test_cost_prices_the_control_plane_by_its_support_on_the_plan_day(
+    plan_program, day, hourly_usd, noted
+):
+    from infra.plan.cost import estimate_cost
+
+    plan = plan_program(CLUSTER_PROGRAM.format(version="1.33"))
+    report = estimate_cost(plan, None, today=day)
+    (control_plane,) = [i for i in report.items if i.type == "aws:eks/cluster:Cluster"]
+    assert control_plane.hourly_idle == control_plane.hourly_max == pytest.approx(hourly_usd)
+    assert any("Kubernetes 1.33" in n for n in report.notes)  # extended, or ending soon
+    assert any("extended support on" in n for n in report.notes) is noted

@@ -185,8 +185,10 @@ class Cluster(pulumi.ComponentResource):
             # the managed add-ons below replace EKS's unmanaged defaults
             bootstrap_self_managed_addons=False,
             kubernetes_network_config=aws.eks.ClusterKubernetesNetworkConfigArgs(ip_family="ipv4"),
-            # standard support only: extended support bills 6x per cluster-hour
-            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            # standard support unless the stack opts in: extended support bills 6x per cluster-hour
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(
+                support_type="EXTENDED" if cfg.extended_support else "STANDARD"
+            ),
             deletion_protection=deletion_protection,
             tags={"Name": args.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, *args.depends_on]),

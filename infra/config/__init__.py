@@ -1,6 +1,8 @@
-"""The stack config, the interface of an environment: its typed schema (`schema`) and how a
-stack file or Pulumi's runtime config becomes one (`loading`). Importers use this package."""
+"""The stack config, the interface of an environment: its typed schema (`schema`), the EKS
+version calendar (`eks_versions`) and how a stack file or Pulumi's runtime config becomes one
+(`loading`). Importers use this package."""
 
+from infra.config.eks_versions import EksCalendar, EksVersion, load_eks_calendar, plan_day
 from infra.config.loading import (
     config_from_pulumi,
     format_validation_error,
@@ -13,7 +15,6 @@ from infra.config.loading import (
 from infra.config.schema import (
     NAMESPACE,
     REQUIRED_CONTROL_PLANE_LOGS,
-    SUPPORTED_EKS_VERSIONS,
     AddonsConfig,
     CiConfig,
     ClusterConfig,
@@ -34,11 +35,12 @@ from infra.config.schema import (
 __all__ = [
     "NAMESPACE",
     "REQUIRED_CONTROL_PLANE_LOGS",
-    "SUPPORTED_EKS_VERSIONS",
     "AddonsConfig",
     "CiConfig",
     "ClusterConfig",
     "ConfigError",
+    "EksCalendar",
+    "EksVersion",
     "FsxConfig",
     "GpuNodeGroupConfig",
     "NamespaceConfig",
@@ -52,8 +54,10 @@ __all__ = [
     "WaiverConfig",
     "config_from_pulumi",
     "format_validation_error",
+    "load_eks_calendar",
     "load_stack_config",
     "parse_stack_config",
+    "plan_day",
     "read_project",
     "read_stack_file",
     "stack_file",

@@ -1,17 +1,97 @@
-"""Loading a stack config: the project and stack files, Pulumi's runtime config, and the
-validation error text that names the key path, the value and what is allowed."""
+"""Loading a stack config: the project and stack files (YAML that refuses duplicate keys),
+Pulumi's runtime config, and the validation error text that names the key path, the value
+and what is allowed."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from infra.config.schema import ENVIRONMENTS, NAMESPACE, ConfigError, StackConfig
+from infra.config.schema import (
+    ENVIRONMENTS,
+    NAMESPACE,
+    PATTERN_MEANINGS,
+    ConfigError,
+    StackConfig,
+)
+
+# StackConfig fields Pulumi sets (the project name, the stack name, aws:region): never keys
+# of the llmcloud namespace.
+PULUMI_SET_FIELDS = ("project", "stack", "region")
+_SHOWN_VALUE_MAX_CHARS = 120
+
+
+def shown_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class _DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping names the same key twice (PyYAML alone keeps the last one silently)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
+        self.key, self.first, self.again = key, first, again
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may be overridden by the keys next to it
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                continue
+            if first is not None:
+                raise _DuplicateKeyError(key, first.start_mark, key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file; errors name the file, the line and what is wrong (ConfigError)."""
+    shown = shown_path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=StrictSafeLoader)  # a SafeLoader subclass
+    except _DuplicateKeyError as e:
+        raise ConfigError(
+            f"{shown}:{e.again.line + 1}: duplicate key {e.key!r} (first at line "
+            f"{e.first.line + 1}); YAML would keep only the last one: remove or merge one of them"
+        ) from None
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"{shown}: not valid YAML: {_yaml_problem(e)}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{shown}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    """`line L, column C: <problem> (<context> at line L', column C')`, 1-based."""
+    mark = error.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    text = where + (error.problem or "unreadable")
+    if error.context:
+        cm = error.context_mark
+        text += f" ({error.context}" + (
+            f" that starts at line {cm.line + 1}, column {cm.column + 1})" if cm else ")"
+        )
+    return text
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:
@@ -25,12 +105,9 @@ def read_project(project_dir: Path) -> dict[str, Any]:
     path = project_dir / "Pulumi.yaml"
     if not path.is_file():
         raise ConfigError(f"{path}: no Pulumi.yaml here; pass --project DIR of a Pulumi project")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict) or "name" not in data:
-        raise ConfigError(f"{path}: must be a mapping with a 'name' key")
+        raise ConfigError(f"{shown_path(path)}: must be a mapping with a 'name' key")
     return data
 
 
@@ -41,25 +118,33 @@ def read_stack_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: no such stack file; stacks here: " + (", ".join(stacks) or "none")
         )
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping with a 'config' key")
+        raise ConfigError(f"{shown_path(path)}: must be a mapping with a 'config' key")
     config = data.get("config") or {}
     if not isinstance(config, dict):
-        raise ConfigError(f"{path}: 'config' must be a mapping of keys to values")
+        raise ConfigError(f"{shown_path(path)}: 'config' must be a mapping of keys to values")
     return config
 
 
+def top_level_keys() -> list[str]:
+    """The keys a stack file may set in the llmcloud namespace."""
+    return [name for name in StackConfig.model_fields if name not in PULUMI_SET_FIELDS]
+
+
 def parse_stack_config(
-    raw: dict[str, Any], *, project: str, stack: str, source: str = "stack config"
+    raw: dict[str, Any],
+    *,
+    project: str,
+    stack: str,
+    source: str = "stack config",
+    today: date | None = None,
 ) -> StackConfig:
-    """Validate the raw config map of one stack. `raw` keys are `namespace:key`."""
+    """Validate the raw config map of one stack. `raw` keys are `namespace:key`. `today` is
+    the day of the plan (the EKS calendar's day; default: today, UTC)."""
     values: dict[str, Any] = {"project": project, "stack": stack}
     for key, value in raw.items():
-        if ":" not in key:
+        if not isinstance(key, str) or ":" not in key:
             raise ConfigError(
                 f"{source}: key {key!r} has no namespace; write it as {NAMESPACE}:{key}"
             )
@@ -67,17 +152,26 @@ def parse_stack_config(
         if key == "aws:region":
             values["region"] = value
         elif namespace == NAMESPACE:
-            if name in ("project", "stack", "region"):
+            if name in PULUMI_SET_FIELDS:
                 raise ConfigError(
-                    f"{source}: {key} is set by Pulumi (the project name, the stack name, aws:region)"
+                    f"{source}: {key} is set by Pulumi (the project name, the stack name, "
+                    "aws:region); remove it"
                 )
             values[name] = _decode(value)
     if "region" not in values:
         raise ConfigError(f"{source}: aws:region is required (for example us-east-1)")
-    if "environment" not in values and stack in ENVIRONMENTS:
+    if "environment" not in values:
+        if stack not in ENVIRONMENTS:
+            raise ConfigError(
+                f"{source}: {NAMESPACE}:environment is required for stack {stack!r}: only "
+                f"stacks named {', '.join(ENVIRONMENTS)} take it from their name, and it picks "
+                "the defaults and checks (policy enforcement, prod's 3 zones and private "
+                f"endpoint); set {NAMESPACE}:environment to one of: {', '.join(ENVIRONMENTS)}"
+            )
         values["environment"] = stack
+    context = {"today": today} if today is not None else None
     try:
-        return StackConfig.model_validate(values)
+        return StackConfig.model_validate(values, context=context)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None
 
@@ -97,30 +191,71 @@ def _decode(value: Any) -> Any:
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per error: `<key path> = <value>: <what is allowed>`."""
     lines = []
     for err in error.errors(include_url=False):
         loc = list(err["loc"])
         ctx = err.get("ctx") or {}
+        key = _key_path(loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: {_unknown_key(loc)}")
+            continue
         if err["type"] == "llmcloud":
             if ctx.get("field"):
                 loc.extend(_split_path(ctx["field"]))
+                key = _key_path(loc)
             value, allowed = ctx.get("value"), ctx.get("allowed")
-        elif err["type"] == "extra_forbidden":
-            value = err.get("input")
-            allowed = "unknown key; allowed keys here: " + ", ".join(_allowed_keys(loc[:-1]))
         elif err["type"] == "missing":
             value = None
             allowed = "required"
+        elif err["type"] == "string_pattern_mismatch":
+            value = err.get("input")
+            pattern = str(ctx.get("pattern", ""))
+            meaning = PATTERN_MEANINGS.get(pattern)
+            allowed = (
+                f"must be {meaning} (pattern {pattern})"
+                if meaning
+                else f"must match the pattern {pattern}"
+            )
         else:
             value = err.get("input")
             allowed = err["msg"].removeprefix("Value error, ")
-        key = _key_path(loc)
+            if err["type"] == "literal_error" and isinstance(value, str):
+                allowed += _did_you_mean(value, _literal_choices(str(ctx.get("expected", ""))))
         shown = "(missing)" if value is None and err["type"] == "missing" else _show(value)
         lines.append(f"{key} = {shown}: {allowed}")
     head = f"{source}: invalid config"
     if len(lines) == 1:
         return f"{head}: {lines[0]}"
     return head + ":\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def _unknown_key(loc: list[str | int]) -> str:
+    """`unknown key (did you mean ...?); allowed keys ...` for the last element of `loc`."""
+    name = str(loc[-1])
+    if len(loc) == 1:
+        allowed = top_level_keys()
+        return (
+            "unknown key"
+            + _did_you_mean(name, allowed, prefix=f"{NAMESPACE}:")
+            + f"; the keys of the {NAMESPACE} namespace are: "
+            + ", ".join(allowed)
+            + " (and aws:region)"
+        )
+    allowed = _allowed_keys(loc[:-1])
+    return (
+        "unknown key" + _did_you_mean(name, allowed) + "; allowed keys here: " + ", ".join(allowed)
+    )
+
+
+def _did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _literal_choices(expected: str) -> list[str]:
+    """The choices of pydantic's literal_error text `'a', 'b' or 'c'`."""
+    return re.findall(r"'([^']*)'", expected)
 
 
 def _split_path(path: str) -> list[str | int]:
@@ -146,11 +281,15 @@ def _show(value: Any) -> str:
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     if isinstance(value, str):
-        return repr(value)
-    try:
-        return json.dumps(value, default=str)
-    except TypeError:
-        return repr(value)
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except TypeError:
+            text = repr(value)
+    if len(text) > _SHOWN_VALUE_MAX_CHARS:
+        text = text[: _SHOWN_VALUE_MAX_CHARS - 1] + "…"
+    return text
 
 
 def _allowed_keys(loc: list[str | int]) -> list[str]:
@@ -176,16 +315,14 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
+def load_stack_config(project_dir: Path, stack: str, *, today: date | None = None) -> StackConfig:
     """Read and validate `stacks/Pulumi.<stack>.yaml` of a project directory."""
     project = read_project(project_dir)
     path = stack_file(project_dir, stack)
     raw = read_stack_file(path)
-    try:
-        shown = path.relative_to(Path.cwd())
-    except ValueError:
-        shown = path
-    return parse_stack_config(raw, project=project["name"], stack=stack, source=str(shown))
+    return parse_stack_config(
+        raw, project=project["name"], stack=stack, source=shown_path(path), today=today
+    )
 
 
 def config_from_pulumi() -> StackConfig:

@@ -18,17 +18,18 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from infra.catalog import load_catalog
+from infra.config.eks_versions import load_eks_calendar, plan_day
 from infra.contracts import KUBE_SYSTEM, MONITORING_NAMESPACE, RESERVED_NAMESPACES
 
 NAMESPACE = "llmcloud"
 ENVIRONMENTS = ("dev", "staging", "prod")
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
 CLOUDWATCH_RETENTION_DAYS = (
     1,
     3,
@@ -85,6 +86,16 @@ def _reserved_label(key: str) -> bool:
     domain = key.split("/", 1)[0]
     return any(domain == d or domain.endswith("." + d) for d in _RESERVED_LABEL_DOMAINS)
 
+
+_GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+# What a `Field(pattern=...)` means, for the error text (the pattern itself follows it).
+PATTERN_MEANINGS: dict[str, str] = {
+    _DNS_LABEL.pattern: "a lowercase DNS label (a-z, 0-9, '-', starting and ending with a letter "
+    "or digit, at most 63 characters)",
+    _IAM_PRINCIPAL_ARN.pattern: "an IAM principal ARN, like arn:aws:iam::111122223333:role/admin",
+    _GITHUB_REPOSITORY.pattern: "a GitHub repository as owner/name",
+}
 
 _IMAGE_PINNED = re.compile(r"^[^\s:@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 
@@ -576,7 +587,21 @@ class AddonsConfig(Model):
 class ClusterConfig(Model):
     """The EKS control plane, its logging and access, and the node groups."""
 
-    version: str = "1.33"
+    version: str = Field(
+        default=None,  # type: ignore[assignment]  # filled from the calendar by _version_on_plan_day
+        json_schema_extra={"doc_default": "newest in standard support on the plan's day"},
+        description='Kubernetes minor version, quoted (`"1.35"`): one EKS offers on the day of '
+        "the plan (`infra/data/eks_versions.json`: released, not past extended support). "
+        "A version in extended support needs `extended_support: true`; managed add-ons follow "
+        "the version",
+    )
+    extended_support: bool = Field(
+        default=False,
+        description="The EKS upgrade policy: false (`STANDARD`) lets EKS upgrade the control "
+        "plane when its version leaves standard support; true (`EXTENDED`) keeps the version "
+        "for up to 12 more months at $0.60 instead of $0.10 per cluster-hour (the plan's cost "
+        "estimate says so). Needed to run a version already in extended support",
+    )
     endpoint_public_access: bool = False
     public_access_cidrs: list[ipaddress.IPv4Network] = []
     log_types: list[Literal[CONTROL_PLANE_LOG_TYPES]] = list(CONTROL_PLANE_LOG_TYPES)  # type: ignore[valid-type]
@@ -587,12 +612,60 @@ class ClusterConfig(Model):
     gpu_node_groups: list[GpuNodeGroupConfig] = []
     addons: AddonsConfig = AddonsConfig()
 
-    @field_validator("version")
+    @model_validator(mode="before")
     @classmethod
-    def _version(cls, v: str) -> str:
-        if v not in SUPPORTED_EKS_VERSIONS:
-            raise _fail("", v, "supported EKS versions: " + ", ".join(SUPPORTED_EKS_VERSIONS))
-        return v
+    def _version_on_plan_day(cls, data: Any, info: ValidationInfo) -> Any:
+        """Check `version` against the EKS calendar on the day of the plan, and default it to
+        the newest version in standard support that day."""
+        if not isinstance(data, dict):
+            return data
+        day = plan_day(info.context)
+        calendar = load_eks_calendar()
+        version = data.get("version")
+        if version is None:
+            return {**data, "version": calendar.default(day)}
+        allowed = calendar.allowed(day)
+        if isinstance(version, float):
+            raise _fail(
+                "version",
+                version,
+                f'quote the version (version: "{version}"): YAML reads an unquoted 1.30 as '
+                f"the number 1.3; versions EKS offers on {day}: " + ", ".join(allowed),
+            )
+        if not isinstance(version, str) or version not in allowed:
+            support = calendar.support(str(version), day)
+            why = {
+                "ended": "is past EKS extended support",
+                "unreleased": "has no EKS release on or before that day in the calendar",
+                None: "is not a version of the EKS calendar",
+            }.get(support, "is not offered")
+            raise _fail(
+                "version",
+                version,
+                f"{why} on {day}; versions EKS offers that day: "
+                + ", ".join(allowed)
+                + f" (newest in standard support: {calendar.default(day)})",
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _extended_support(self, info: ValidationInfo) -> ClusterConfig:
+        """With upgrade policy STANDARD, EKS does not keep a version past its standard support
+        (and the policy cannot be changed once the version is in extended support)."""
+        day = plan_day(info.context)
+        calendar = load_eks_calendar()
+        found = calendar.get(self.version)
+        if found is not None and found.support(day) == "extended" and not self.extended_support:
+            raise _fail(
+                "version",
+                self.version,
+                f"is in EKS extended support on {day} (standard support ended "
+                f"{found.end_of_standard_support}): use a version in standard support ("
+                + ", ".join(calendar.standard(day))
+                + "), or set extended_support: true to keep it until "
+                f"{found.end_of_extended_support} at the extended-support rate",
+            )
+        return self
 
     @model_validator(mode="after")
     def _endpoint(self) -> ClusterConfig:
@@ -946,7 +1019,7 @@ class CiConfig(Model):
     """Optional bootstrap of GitHub Actions access: the account's GitHub OIDC provider and
     the roles the pull-request preview and the deploy workflow assume (no long-lived keys)."""
 
-    github_repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    github_repository: str = Field(pattern=_GITHUB_REPOSITORY.pattern)
     create_oidc_provider: bool = True
     existing_oidc_provider_arn: str | None = None
     deploy_environments: list[DnsLabel] = []
@@ -956,7 +1029,6 @@ class CiConfig(Model):
         "(pull-request preview, nightly drift); default `<stack>-preview`. They hold that "
         "stack's variables and carry no protection rules.",
     )
-
 
     @model_validator(mode="after")
     def _provider(self) -> CiConfig:
@@ -1065,7 +1137,8 @@ class StackConfig(Model):
     tags: dict[str, str] = {}
     network: NetworkConfig
     security: SecurityConfig = SecurityConfig()
-    cluster: ClusterConfig = ClusterConfig()
+    # validated with the plan's context, so the default version is the plan day's
+    cluster: ClusterConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     storage: StorageConfig = StorageConfig()
     training: list[TrainingJobConfig] = []
     serving: list[ServingConfig] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,10 @@ def fsx_lustre_gb_month_usd(
     return tiers.get(int(throughput_mbps_per_tib))
 
 
-def estimate_cost(plan: Plan, config: StackConfig | None) -> CostReport:
-    """Price every priced resource of a recorded plan (see the module docstring)."""
-    return _Estimator(plan, config, load_prices(), load_catalog()).run()
+def estimate_cost(plan: Plan, config: StackConfig | None, today: date | None = None) -> CostReport:
+    """Price every priced resource of a recorded plan (see the module docstring). `today`: the
+    day of the plan, for the EKS support calendar (default: today, UTC)."""
+    return _Estimator(plan, config, load_prices(), load_catalog(), today).run()
 
 
 def _hourly(monthly_usd: float) -> float:
@@ -174,8 +176,14 @@ def _usd(value: float) -> str:
 
 class _Estimator:
     def __init__(
-        self, plan: Plan, config: StackConfig | None, prices: Prices, catalog: Catalog
+        self,
+        plan: Plan,
+        config: StackConfig | None,
+        prices: Prices,
+        catalog: Catalog,
+        today: date | None = None,
     ) -> None:
+        self.today = today
         self.plan = plan
         self.config = config
         self.prices = prices
@@ -397,15 +405,27 @@ class _Estimator:
     # ------------------------------------------------------------------ control plane, network
 
     def _clusters(self) -> None:
+        # the EKS calendar decides the support (and so the rate) of the version on the plan's day
+        from infra.config.eks_versions import load_eks_calendar, plan_day, support_note
+
+        day = self.today or plan_day()
+        calendar = load_eks_calendar()
         for cluster in self.plan.by_type(CLUSTER):
-            rate = self.prices.eks_cluster_hourly_usd
-            self._add(
-                cluster,
-                rate,
-                rate,
-                f"EKS control plane, standard support ({_usd(self.prices.eks_extended_support_cluster_hourly_usd)}/h "
-                "once the version is in extended support)",
-            )
+            version = str(cluster.inputs.get("version") or "")
+            extended = self.prices.eks_extended_support_cluster_hourly_usd
+            if calendar.support(version, day) == "extended":
+                rate = extended
+                description = f"EKS control plane, Kubernetes {version} in extended support"
+            else:
+                rate = self.prices.eks_cluster_hourly_usd
+                description = (
+                    f"EKS control plane, standard support ({_usd(extended)}/h "
+                    "once the version is in extended support)"
+                )
+            self._add(cluster, rate, rate, description)
+            note = support_note(version, day, calendar)
+            if note and note not in self.notes:
+                self.notes.append(note)
 
     def _nat_gateways(self) -> None:
         gateways = self.plan.by_type(NAT_GATEWAY)

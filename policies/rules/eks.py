@@ -63,7 +63,9 @@ CONTROL_PLANE_LOGGING = RuleInfo(
 SUPPORTED_VERSION = RuleInfo(
     id="eks-supported-version",
     title="EKS runs a supported Kubernetes version",
-    description="Every EKS cluster pins a Kubernetes version that is in standard support.",
+    description="Every EKS cluster pins a Kubernetes version EKS offers on the day of the check "
+    "(infra/data/eks_versions.json: standard or extended support; the plan's cost notes say when "
+    "extended support bills $0.60/h).",
     severity="medium",
     remediation="Set version to a supported release (cluster.version in the stack config) and "
     "upgrade before its end of standard support.",
