@@ -159,3 +159,41 @@ def test_a_pulumi_eks_cluster_has_a_kubeconfig_for_its_own_endpoint(plan_program
     assert user["command"] == "aws" and user["args"][:2] == ["eks", "get-token"]
     assert base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
     assert any(n["kind"] == "remote-component" for n in plan.notices)
+
+
+APPLY_BUG = """
+import pulumi, pulumi_aws as aws
+from helpers import port_of
+
+bucket = aws.s3.Bucket("site")
+pulumi.export("first", bucket.bucket.apply(port_of))
+# fails too, one step later: the report names the first failure
+pulumi.export("second", bucket.bucket.apply(str.upper).apply(lambda name: name["no"]))
+"""
+HELPERS = """
+def port_of(name):
+    return int(name.rsplit("-", 1)[1])
+"""
+
+
+def test_an_error_in_an_apply_callback_names_the_programs_file_line_and_text(tmp_path):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "p", APPLY_BUG)
+    (project / "helpers.py").write_text(HELPERS.lstrip())
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", "--project", str(project)])
+    assert result.exit_code == 2
+    # The first failure, at the program's own frame (a module of the project), not the SDK's.
+    assert "the program raised ValueError: invalid literal for int()" in result.output
+    assert 'at helpers.py:2: return int(name.rsplit("-", 1)[1])' in result.output
+    assert "TypeError" not in result.output and "Traceback" not in result.output
+    assert "--debug" in result.output
+    debug = runner.invoke(app, ["plan", "--project", str(project), "--debug"])
+    assert debug.exit_code == 2
+    assert "Traceback (most recent call last)" in debug.output
+    assert "raised in an Output.apply callback" in debug.output
+    assert f'File "{project / "helpers.py"}", line 2, in port_of' in debug.output

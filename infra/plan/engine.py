@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import linecache
 import logging
 import os
 import runpy
@@ -46,6 +47,84 @@ _RUN_LOCK = threading.Lock()  # the Pulumi runtime is process-global: one plan a
 class PlanError(Exception):
     """The program cannot be planned as written (bad config, a user error in the program, an
     input the real provider would reject). The message is for the user; exit code 2."""
+
+
+class ProgramError(PlanError):
+    """The program raised an exception (a bug in it, or an SDK error it caused). The message
+    names the program's own frame (file:line inside the project and the line's text);
+    `traceback` is the full Python traceback, for `llmcloud plan --debug`."""
+
+    def __init__(self, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.traceback = traceback_text
+
+
+class _Failures:
+    """The exceptions raised inside `Output.apply` callbacks, with the traceback they had
+    there: the SDK re-raises a failed callback from its own task loop at the end of the
+    program, by then without the frames of the program that raised it."""
+
+    def __init__(self) -> None:
+        self.first: list[tuple[BaseException, traceback.StackSummary]] = []
+
+    def wrap(self, func: Any) -> Any:
+        failures = self.first
+
+        def callback(value: Any) -> Any:
+            try:
+                return func(value)
+            except Exception as e:
+                if len(failures) < 64:
+                    failures.append((e, traceback.extract_tb(e.__traceback__)))
+                raise
+
+        return callback
+
+    def first_failure(
+        self, error: BaseException
+    ) -> tuple[BaseException, traceback.StackSummary | None]:
+        """The first callback failure in time (the SDK re-raises whichever task it awaits
+        first), or `error` itself when no callback failed."""
+        if self.first:
+            return self.first[0]
+        return error, None
+
+
+def _program_frame(
+    stack: traceback.StackSummary, project_dir: Path
+) -> traceback.FrameSummary | None:
+    """The innermost frame of the program's own code: a file inside the project directory,
+    not an installed package (a virtualenv may live inside the project)."""
+    root = str(project_dir)
+    own = [
+        f
+        for f in stack
+        if f.filename.startswith(root + os.sep)
+        and f"{os.sep}site-packages{os.sep}" not in f.filename
+    ]
+    return own[-1] if own else None
+
+
+def program_error(
+    error: BaseException, project_dir: Path, stack: traceback.StackSummary | None = None
+) -> ProgramError:
+    """A ProgramError for an exception the program raised: the exception, the program's
+    file:line and that line's text."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if stack is not None:
+        frames = traceback.StackSummary.from_list([*frames, *stack])
+    frame = _program_frame(frames, project_dir)
+    message = f"the program raised {type(error).__name__}: {error}"
+    if frame is not None:
+        where = Path(frame.filename).relative_to(project_dir)
+        line = (linecache.getline(frame.filename, frame.lineno or 0) or "").strip()
+        message += f"\n  at {where}:{frame.lineno}" + (f": {line}" if line else "")
+    else:
+        message += "\n  (no frame of the program's own files in the traceback)"
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    if stack is not None:
+        text += "raised in an Output.apply callback:\n" + "".join(stack.format())
+    return ProgramError(message, text)
 
 
 @dataclass
@@ -350,6 +429,20 @@ def _fast_stack_traces() -> Iterator[None]:
 
 
 @contextmanager
+def _recorded_apply_failures(failures: _Failures) -> Iterator[None]:
+    original = pulumi.Output.apply
+
+    def apply(self: pulumi.Output, func: Any, run_with_unknowns: bool = False) -> pulumi.Output:
+        return original(self, failures.wrap(func), run_with_unknowns)
+
+    pulumi.Output.apply = apply  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        pulumi.Output.apply = original  # type: ignore[method-assign]
+
+
+@contextmanager
 def _program_environment(project_dir: Path) -> Iterator[None]:
     """cwd and sys.path as the Python language host sets them; PULUMI_CONFIG cleared so a
     stray environment cannot leak config into the plan."""
@@ -434,11 +527,20 @@ def evaluate(
                 if await output.is_secret():
                     secret_exports.add(name)
 
-        with _program_environment(project_dir), _fast_stack_traces(), _no_cyclic_gc():
+        failures = _Failures()
+        with (
+            _program_environment(project_dir),
+            _fast_stack_traces(),
+            _no_cyclic_gc(),
+            _recorded_apply_failures(failures),
+        ):
             try:
                 _sync_await(run_pulumi_func(program_and_exports))
             except (ConfigError, pulumi.RunError) as e:
                 raise PlanError(str(e)) from None
+            except Exception as e:
+                first, stack = failures.first_failure(e)
+                raise program_error(first, project_dir, stack) from e
             finally:
                 settings.set_root_resource(None)  # type: ignore[arg-type]
                 set_all_config({}, [])
