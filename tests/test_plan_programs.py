@@ -197,3 +197,17 @@ def test_an_error_in_an_apply_callback_names_the_programs_file_line_and_text(tmp
     assert "Traceback (most recent call last)" in debug.output
     assert "raised in an Output.apply callback" in debug.output
     assert f'File "{project / "helpers.py"}", line 2, in port_of' in debug.output
+
+
+def test_rules_that_would_check_a_remote_components_children_are_named(tmp_path):
+    pytest.importorskip("pulumi_eks")
+    from infra.plan.run import run_plan
+    from tests.conftest import write_project
+
+    report = run_plan(write_project(tmp_path / "p", EKS_CLUSTER), "dev")
+    (notice,) = [n for n in report.to_json()["notices"] if n["kind"] == "remote-component"]
+    assert "aws:eks/cluster:Cluster" in notice["child_types"]
+    # The EKS rules never saw the cluster pulumi-eks creates: the report says so.
+    assert "eks-private-endpoint" in notice["rules_not_checked"]
+    assert "eks-private-endpoint" in notice["message"]
+    assert not any(v.policy == "eks-private-endpoint" for v in report.violations)

@@ -61,5 +61,54 @@ def run_plan(project_dir: Path | str, stack: str) -> PlanReport:
         raise PlanError(str(e)) from None
     plan = evaluate(project_dir, stack)
     violations = run_policies(plan, config)
+    _note_rules_blind_to_remote_children(plan)
     cost = estimate_cost(plan, config)
     return PlanReport(plan=plan, config=config, violations=violations, cost=cost)
+
+
+def _note_rules_blind_to_remote_children(plan: Plan) -> None:
+    """A remote component's children are created by its provider plugin, so no rule saw
+    them: name, in the component's notice, the rules that check the resource types its SDK
+    says it creates (the resources its outputs reference), so no finding-free report reads
+    as clean for them."""
+    notices = [n for n in plan.notices if n.get("kind") == "remote-component"]
+    if not notices:
+        return
+    from policies.rules import build_policies
+
+    policies = build_policies()
+    for notice in notices:
+        types = sorted(component_child_types(notice["token"]))
+        rules = sorted({p.name for p in policies if any(p.applies_to(t) for t in types)})
+        notice["child_types"] = types
+        notice["rules_not_checked"] = rules
+        if rules:
+            notice["message"] += (
+                f"; rules not checked on its children ({', '.join(types)}): {', '.join(rules)}"
+            )
+
+
+def component_child_types(token: str) -> set[str]:
+    """The resource types a component's SDK declares it creates: the types of the resources
+    its outputs reference, nested objects included (pulumi-eks's `core.cluster`)."""
+    from infra.plan.schema import object_fields, resource_output_shapes, resource_token
+
+    found: set[str] = set()
+    seen: set[type] = set()
+
+    def walk(shape: tuple) -> None:
+        kind = shape[0]
+        if kind in ("list", "map"):
+            walk(shape[1])
+        elif kind == "res":
+            child = resource_token(shape[1])
+            if child and not child.startswith("pulumi:providers:"):
+                found.add(child)
+        elif kind == "obj" and shape[1] not in seen:
+            seen.add(shape[1])
+            for sub in object_fields(shape[1]).values():
+                walk(sub)
+
+    for shape in resource_output_shapes(token).values():
+        walk(shape)
+    return found
