@@ -1,11 +1,13 @@
-"""What every component is handed: the stack config, the providers and the account facts.
+"""What every component is handed besides its args: the providers and the account facts.
 
 No globals: the platform builds one `Context` and passes it down, so a component is as
-testable as a function of its arguments.
+testable as a function of its arguments. The stack config is not in it: what a component
+needs of the config comes through its own typed `Args`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -19,19 +21,17 @@ from infra.config import StackConfig
 
 @dataclass(frozen=True)
 class Context:
-    config: StackConfig
     aws_provider: aws.Provider
     account_id: str
     partition: str
+    region: str
+    prefix: str  # of physical names (cluster, buckets): `name_prefix` or `llm-<stack>`
+    # more providers by package name ("kubernetes" once the cluster exists)
     providers: dict[str, pulumi.ProviderResource] = field(default_factory=dict)
 
-    @property
-    def region(self) -> str:
-        return self.config.region
-
-    @property
-    def prefix(self) -> str:
-        return self.config.prefix
+    def with_provider(self, package: str, provider: pulumi.ProviderResource) -> Context:
+        """This context with one more provider (the cluster's Kubernetes provider)."""
+        return dataclasses.replace(self, providers={**self.providers, package: provider})
 
     def opts(self, parent: pulumi.Resource | None = None, **kwargs: Any) -> pulumi.ResourceOptions:
         """Options for a component: our providers, and the parent if given."""
@@ -58,10 +58,11 @@ def make_context(config: StackConfig) -> Context:
     identity = aws.get_caller_identity(opts=invoke)
     partition = aws.get_partition(opts=invoke)
     return Context(
-        config=config,
         aws_provider=provider,
         account_id=identity.account_id,
         partition=partition.partition,
+        region=config.region,
+        prefix=config.prefix,
     )
 
 

@@ -1,12 +1,17 @@
-"""The composition root: builds every component of one environment from its stack config.
+"""The composition root: builds every component of one environment from its stack config, layer by layer.
 
-Order follows the dependencies: keys first (everything is encrypted with them), then the
-network, IAM, the cluster and its node groups, the data stores, the workloads.
+Each layer is one method and hands the next typed attributes (no dict lookups by string):
+1. foundation: service-linked roles, KMS keys, the VPC, the cluster's IAM roles, the S3 lake;
+2. control plane: the EKS cluster (from here on `ctx` carries its Kubernetes provider);
+3. CI and deploy path: GitHub OIDC roles and the in-VPC runner, which get access entries;
+4. cluster services: access entries and namespaces, GPU node groups, the autoscaler, add-ons;
+5. data on the cluster: the data stager role, the CloudTrail trail, FSx for Lustre;
+6. workloads: training jobs and vLLM endpoints, handed one `ClusterFacts`.
+The stack outputs are computed in one place, `outputs()`, from those attributes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pulumi
@@ -18,11 +23,17 @@ from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
 from infra.config import FsxConfig, StackConfig
 from infra.context import Context, make_context
 from infra.network.vpc import Network, NetworkArgs
-from infra.security.access import ClusterAccess, ClusterAccessArgs
+from infra.security.access import ClusterAccess, ClusterAccessArgs, principal_slug
 from infra.security.audit_trail import AuditTrail, AuditTrailArgs
+from infra.security.deploy_runner import DeployRunner, DeployRunnerArgs
 from infra.security.github_oidc import GithubOidc, GithubOidcArgs
 from infra.security.keys import Keys, KeysArgs
 from infra.security.roles import ClusterRoles, ClusterRolesArgs, DataStagerRole, DataStagerRoleArgs
+from infra.security.service_roles import (
+    ServiceLinkedRoles,
+    ServiceLinkedRolesArgs,
+    needed_services,
+)
 from infra.security.statements import staging_statements
 from infra.storage.lake import DataLake, DataLakeArgs
 from infra.storage.lustre import Lustre, LustreArgs, training_zone
@@ -35,23 +46,48 @@ class Platform:
     """All components of one stack. Not a resource itself: components sit directly under
     the stack, so URNs stay short and stable."""
 
+    # optional components: None when the stack does not configure them
+    service_linked_roles: ServiceLinkedRoles | None = None
+    github: GithubOidc | None = None
+    deploy_runner: DeployRunner | None = None
+    data_stager: DataStagerRole | None = None
+    audit: AuditTrail | None = None
+    fsx: Lustre | None = None
+
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.ctx: Context = make_context(config)
-        ctx = self.ctx
-        self.cluster_name = f"{ctx.prefix}-eks"
-        self._outputs: dict[str, Any] = {
-            "region": config.region,
-            "environment": config.environment,
-            "cluster_name": self.cluster_name,
-        }
+        self.cluster_name = f"{self.ctx.prefix}-eks"
+        # where `llmcloud stage` writes and FSx imports from, and the checkpoints root
+        self.prefixes = config.storage.fsx or FsxConfig()
+        self._foundation()
+        self._control_plane()
+        self._ci()
+        self._cluster_services()
+        self._data()
+        self._workloads()
 
-        # --- keys and network (foundation) ---------------------------------------------
+    # ------------------------------------------------------------------ 1. foundation
+
+    def _foundation(self) -> None:
+        config, ctx = self.config, self.ctx
+        # Service-linked roles first: the EBS key policy names Auto Scaling's.
+        if config.security.create_service_linked_roles:
+            self.service_linked_roles = ServiceLinkedRoles(
+                "service-linked-roles",
+                ServiceLinkedRolesArgs(services=needed_services(config)),
+                ctx,
+                ctx.opts(),
+            )
         self.keys = Keys(
             "keys",
             KeysArgs(
                 deletion_window_days=config.security.kms_deletion_window_days,
                 key_admin_arns=list(config.security.key_admin_arns),
+                service_linked_roles=[self.service_linked_roles]
+                if self.service_linked_roles is not None
+                else [],
+                cloudtrail=config.security.cloudtrail,
             ),
             ctx,
             ctx.opts(),
@@ -66,21 +102,12 @@ class Platform:
             ctx,
             ctx.opts(),
         )
-        self._outputs.update(
-            vpc_id=self.network.vpc_id,
-            private_subnet_ids=self.network.private_subnet_ids,
-            kms_key_arns=self.keys.arns(),
-        )
-
-        # --- security: IAM roles (issue 3) ---------------------------------------------
         self.roles = ClusterRoles(
             "cluster-roles",
             ClusterRolesArgs(cluster_name=self.cluster_name, cluster_key_arn=self.keys.cluster.arn),
             ctx,
             ctx.opts(),
         )
-
-        # --- storage: S3 data lake (issue 5) -------------------------------------------
         self.storage = DataLake(
             "storage",
             DataLakeArgs(
@@ -91,9 +118,11 @@ class Platform:
             ctx,
             ctx.opts(),
         )
-        self._outputs.update(bucket_names=self.storage.bucket_names)
 
-        # --- cluster and node groups (issue 4) -----------------------------------------
+    # ------------------------------------------------------------------ 2. control plane
+
+    def _control_plane(self) -> None:
+        config, ctx = self.config, self.ctx
         self.cluster = Cluster(
             "cluster",
             ClusterArgs(
@@ -115,22 +144,65 @@ class Platform:
             ctx.opts(),
         )
         # From here on, ctx.opts() also carries the cluster's Kubernetes provider.
-        self.ctx = ctx = dataclasses.replace(
-            ctx, providers={**ctx.providers, "kubernetes": self.cluster.k8s_provider}
-        )
-        # People's access entries and the workload namespaces come first: with API
-        # authentication and no bootstrap admin, nothing reaches the Kubernetes API (Helm
-        # included) before the deployer's access entry exists.
+        self.ctx = ctx.with_provider("kubernetes", self.cluster.k8s_provider)
+
+    # ------------------------------------------------------------------ 3. CI and deploy path
+
+    def _ci(self) -> None:
+        """The CI roles and where the Kubernetes layer is deployed from
+        (infra/security/deploy_runner.py, README "Deploy path"). The deploying identities get
+        their access entries in the next layer, with the people's."""
+        config, ctx = self.config, self.ctx
+        # logical slug -> (ARN, "admin" or "readonly")
+        self.deployers: dict[str, tuple[Any, str]] = {}
+        if config.ci is not None:
+            self.github = GithubOidc(
+                "github-oidc", GithubOidcArgs(config=config.ci, stack=config.stack), ctx, ctx.opts()
+            )
+            self.deployers = {
+                "ci-deploy-role": (self.github.deploy_role.arn, "admin"),
+                "ci-preview-role": (self.github.preview_role.arn, "readonly"),
+            }
+        self.deployer_arns: list[Any] = [
+            arn for arn, kind in self.deployers.values() if kind == "admin"
+        ]
+        for arn in config.deploy.deployer_arns:
+            self.deployer_arns.append(arn)
+            if arn not in config.security.cluster_admin_arns:
+                self.deployers[principal_slug(arn)] = (arn, "admin")
+        if config.deploy.runner is not None:
+            self.deploy_runner = DeployRunner(
+                "deploy-runner",
+                DeployRunnerArgs(
+                    config=config.deploy.runner,
+                    cluster_name=self.cluster.name,
+                    vpc_id=self.network.vpc_id,
+                    subnet_ids=self.network.private_subnet_ids,
+                    cluster_security_group_id=self.cluster.node_security_group_id,
+                    logs_key_arn=self.keys.logs.arn,
+                    log_retention_days=config.cluster.log_retention_days,
+                    deployer_arns=self.deployer_arns,
+                ),
+                ctx,
+                ctx.opts(),
+            )
+
+    # ------------------------------------------------------------------ 4. cluster services
+
+    def _cluster_services(self) -> None:
+        config, ctx = self.config, self.ctx
         security = config.security
-        # Access entries for people, and the workload namespaces (Pod Security, quotas,
-        # limits, default-deny NetworkPolicies). Objects in those namespaces depend on
-        # `self.access.namespaces[name]`.
+        # Access entries and the workload namespaces (Pod Security, quotas, limits,
+        # default-deny NetworkPolicies) come first: with API authentication and no bootstrap
+        # admin, nothing reaches the Kubernetes API (Helm included) before the deployer's
+        # access entry exists. Objects in a namespace depend on `self.access.namespaces[name]`.
         self.access = ClusterAccess(
             "cluster-access",
             ClusterAccessArgs(
                 cluster_name=self.cluster.name,
                 admin_arns=list(security.cluster_admin_arns),
                 readonly_arns=list(security.cluster_readonly_arns),
+                deployers=self.deployers,
                 namespaces=list(security.namespaces),
                 vpc_cidr=str(config.network.vpc_cidr),
                 kubernetes_version=config.cluster.version,
@@ -139,7 +211,6 @@ class Platform:
             ctx,
             ctx.opts(),
         )
-        self._outputs.update(namespaces=sorted(self.access.namespaces))
         self.node_groups = {
             group.name: GpuNodeGroup(
                 f"gpu-{group.name}",
@@ -185,43 +256,28 @@ class Platform:
                 oidc_issuer=self.cluster.oidc_issuer,
                 vpc_id=self.network.vpc_id,
                 controllers=Addons.controllers_for(config),
+                default_tags=config.default_tags,
                 # add-on pods that find no room get a node from the autoscaler
                 depends_on=[*self.cluster.ready, *self.access.ready, self.autoscaler],
             ),
             ctx,
             ctx.opts(),
         )
-        self._outputs.update(
-            cluster_arn=self.cluster.arn,
-            cluster_endpoint=self.cluster.endpoint,
-            cluster_version=self.cluster.version,
-            oidc_provider_arn=self.cluster.oidc_provider_arn,
-            node_security_group_id=self.cluster.node_security_group_id,
-            gpu_node_groups={
-                name: {
-                    "gpu": g.gpu_kind,
-                    "instance_type": g.instance_type,
-                    "gpus_per_node": g.gpus_per_node,
-                    "efa_interfaces": g.efa_interfaces,
-                    "capacity": g.capacity,
-                    "zones": g.zones,
-                    "node_group_name": g.node_group.node_group_name,
-                }
-                for name, g in self.node_groups.items()
-            },
-        )
 
-        # --- security on the cluster: access entries, namespaces, audit (issue 3) -------
+    # ------------------------------------------------------------------ 5. data on the cluster
+
+    def _data(self) -> None:
+        config, ctx = self.config, self.ctx
+        security, lake = config.security, self.storage
         if security.data_stager_arns:
             # `llmcloud stage` writes where FSx imports from: the datasets prefix.
-            datasets_prefix = (config.storage.fsx or FsxConfig()).datasets_prefix
             self.data_stager = DataStagerRole(
                 "data-stager",
                 DataStagerRoleArgs(
                     principal_arns=list(security.data_stager_arns),
                     statements=staging_statements(
-                        self.storage.bucket_arns["datasets"],
-                        datasets_prefix,
+                        lake.datasets.arn,
+                        self.prefixes.datasets_prefix,
                         self.keys.data.arn,
                         region=ctx.region,
                     ),
@@ -229,20 +285,14 @@ class Platform:
                 ctx,
                 ctx.opts(),
             )
-            self._outputs.update(
-                data_stager_role_arn=self.data_stager.role_arn,
-                datasets_stage_uri=pulumi.Output.concat(
-                    "s3://", self.storage.bucket_names["datasets"], "/", datasets_prefix
-                ),
-            )
         if security.cloudtrail:
             self.audit = AuditTrail(
                 "audit-trail",
                 AuditTrailArgs(
-                    log_bucket_name=self.storage.logs.bucket,
-                    log_bucket_policy=self.storage.logs_bucket_policy,
+                    log_bucket_name=lake.logs.bucket,
+                    log_bucket_policy=lake.logs_bucket_policy,
                     data_bucket_arns=[
-                        self.storage.bucket_arns[p] for p in ("datasets", "checkpoints", "models")
+                        b.arn for b in (lake.datasets, lake.checkpoints, lake.models)
                     ],
                     logs_key_arn=self.keys.logs.arn,
                     cloudwatch_retention_days=security.audit_log_retention_days,
@@ -250,12 +300,7 @@ class Platform:
                 ctx,
                 ctx.opts(),
             )
-            self._outputs.update(audit_trail_arn=self.audit.trail.arn)
-
-        # --- storage on the cluster: FSx for Lustre, PV/PVC (issue 5) ------------------
-        self.fsx: Lustre | None = None
         if config.storage.fsx is not None:
-            fsx_zone = training_zone(config)
             # One static PV binds one claim: it lives in the (first) training namespace.
             fsx_namespace = config.fsx_namespace
             self.fsx = Lustre(
@@ -263,13 +308,13 @@ class Platform:
                 LustreArgs(
                     config=config.storage.fsx,
                     vpc_id=self.network.vpc_id,
-                    subnet_id=self.network.private_subnet_by_zone[fsx_zone],
+                    subnet_id=self.network.private_subnet_by_zone[training_zone(config)],
                     client_security_group_id=self.cluster.node_security_group_id,
                     kms_key_arn=self.keys.data.arn,
-                    datasets_bucket=self.storage.bucket_names["datasets"],
-                    datasets_bucket_arn=self.storage.bucket_arns["datasets"],
-                    checkpoints_bucket=self.storage.bucket_names["checkpoints"],
-                    checkpoints_bucket_arn=self.storage.bucket_arns["checkpoints"],
+                    datasets_bucket=lake.datasets.bucket,
+                    datasets_bucket_arn=lake.datasets.arn,
+                    checkpoints_bucket=lake.checkpoints.bucket,
+                    checkpoints_bucket_arn=lake.checkpoints.arn,
                     namespace=fsx_namespace,
                     depends_on=[
                         self.cluster.managed_addons["aws-fsx-csi-driver"],
@@ -279,16 +324,11 @@ class Platform:
                 ctx,
                 ctx.opts(),
             )
-            self._outputs.update(
-                fsx_file_system_id=self.fsx.file_system.id,
-                fsx_dns_name=self.fsx.file_system.dns_name,
-                fsx_mount_name=self.fsx.file_system.mount_name,
-                fsx_availability_zone=fsx_zone,
-                fsx_pvc=f"{fsx_namespace}/{self.fsx.pvc_name}",
-            )
 
-        # --- workloads: training (issue 6) ---------------------------------------------
-        prefixes = config.storage.fsx or FsxConfig()
+    # ------------------------------------------------------------------ 6. workloads
+
+    def _workloads(self) -> None:
+        config, ctx = self.config, self.ctx
         self.facts = ClusterFacts(
             cluster_name=self.cluster.name,
             environment=config.environment,
@@ -296,8 +336,8 @@ class Platform:
             checkpoints=BucketRef.of(self.storage.checkpoints),
             models=BucketRef.of(self.storage.models),
             data_key_arn=self.keys.data.arn,
-            datasets_prefix=prefixes.datasets_prefix,
-            checkpoints_prefix=prefixes.checkpoints_prefix,
+            datasets_prefix=self.prefixes.datasets_prefix,
+            checkpoints_prefix=self.prefixes.checkpoints_prefix,
             fsx_pvc_name=self.fsx.pvc_name if self.fsx is not None else None,
             pod_identity=config.security.pod_identity,
             oidc_provider_arn=self.cluster.oidc_provider_arn,
@@ -321,12 +361,6 @@ class Platform:
             )
             for job in config.training
         }
-        if self.training:
-            self._outputs.update(
-                training_checkpoints={n: t.checkpoint_uri for n, t in self.training.items()}
-            )
-
-        # --- workloads: serving (issue 7) ----------------------------------------------
         api_key = (
             pulumi.Output.secret(config.serving_api_key.get_secret_value())
             if config.serving_api_key is not None
@@ -350,24 +384,86 @@ class Platform:
             )
             for svc in config.serving
         }
-        if self.serving:
-            self._outputs.update(
-                serving_endpoints={name: s.endpoint for name, s in self.serving.items()}
-            )
 
-        # --- CI/CD bootstrap: GitHub OIDC roles (issue 9) ------------------------------
-        if config.ci is not None:
-            self.github = GithubOidc(
-                "github-oidc", GithubOidcArgs(config=config.ci, stack=config.stack), ctx, ctx.opts()
-            )
-            self._outputs.update(
-                ci_preview_role_arn=self.github.preview_role.arn,
-                ci_deploy_role_arn=self.github.deploy_role.arn,
-            )
+    # ------------------------------------------------------------------ outputs
 
     def outputs(self) -> dict[str, Any]:
         """Stack outputs: what operators and the next tools need."""
-        return dict(self._outputs)
+        config = self.config
+        out: dict[str, Any] = {
+            "region": config.region,
+            "environment": config.environment,
+            "cluster_name": self.cluster_name,
+            "vpc_id": self.network.vpc_id,
+            "private_subnet_ids": self.network.private_subnet_ids,
+            "kms_key_arns": self.keys.arns(),
+            "bucket_names": self.storage.bucket_names,
+        }
+        if self.github is not None:
+            out.update(
+                ci_preview_role_arn=self.github.preview_role.arn,
+                ci_deploy_role_arn=self.github.deploy_role.arn,
+            )
+        out.update(
+            kubernetes_layer=kubernetes_layer(config, self.deploy_runner, self.deployer_arns),
+            namespaces=sorted(self.access.namespaces),
+            cluster_arn=self.cluster.arn,
+            cluster_endpoint=self.cluster.endpoint,
+            cluster_version=self.cluster.version,
+            oidc_provider_arn=self.cluster.oidc_provider_arn,
+            node_security_group_id=self.cluster.node_security_group_id,
+            gpu_node_groups={
+                name: {
+                    "gpu": g.gpu_kind,
+                    "instance_type": g.instance_type,
+                    "gpus_per_node": g.gpus_per_node,
+                    "efa_interfaces": g.efa_interfaces,
+                    "capacity": g.capacity,
+                    "zones": g.zones,
+                    "node_group_name": g.node_group.node_group_name,
+                }
+                for name, g in self.node_groups.items()
+            },
+        )
+        if self.data_stager is not None:
+            out.update(
+                data_stager_role_arn=self.data_stager.role_arn,
+                datasets_stage_uri=pulumi.Output.concat(
+                    "s3://", self.storage.datasets.bucket, "/", self.prefixes.datasets_prefix
+                ),
+            )
+        if self.audit is not None:
+            out.update(audit_trail_arn=self.audit.trail.arn)
+        if self.fsx is not None:
+            out.update(
+                fsx_file_system_id=self.fsx.file_system.id,
+                fsx_dns_name=self.fsx.file_system.dns_name,
+                fsx_mount_name=self.fsx.file_system.mount_name,
+                fsx_availability_zone=training_zone(config),
+                fsx_pvc=f"{self.fsx.namespace}/{self.fsx.pvc_name}",
+            )
+        if self.training:
+            out.update(training_checkpoints={n: t.checkpoint_uri for n, t in self.training.items()})
+        if self.serving:
+            out.update(serving_endpoints={n: s.endpoint for n, s in self.serving.items()})
+        return out
+
+
+def kubernetes_layer(
+    config: StackConfig, runner: DeployRunner | None, deployer_arns: list[Any]
+) -> dict[str, Any]:
+    """Where the Kubernetes layer is deployed from, and by whom (the plan's output)."""
+    where = config.deploy.kubernetes_from
+    out: dict[str, Any] = {
+        "deployed_from": where or "undeclared",
+        "endpoint": "public" if config.cluster.endpoint_public_access else "private",
+        "deployers": [*deployer_arns, *config.security.cluster_admin_arns],
+    }
+    if runner is not None:
+        out.update(runner_project=runner.project.name, runs_on=runner.runs_on)
+    if where == "connected_network":
+        out.update(connected_cidrs=[str(c) for c in config.deploy.connected_cidrs])
+    return out
 
 
 def export_all(platform: Platform) -> None:

@@ -23,8 +23,8 @@ unavailable `metrics.k8s.io` API blocks namespace deletion.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pulumi
@@ -152,6 +152,8 @@ class AddonsArgs:
     # the cluster's VPC: the Load Balancer Controller creates its security groups there
     vpc_id: pulumi.Input[str] | None = None
     controllers: WorkloadControllers = WorkloadControllers()
+    # the stack's tags, which the Load Balancer Controller puts on what it creates
+    default_tags: Mapping[str, str] = field(default_factory=dict)
     # what must run first: the system nodes and CoreDNS (`Cluster.ready`). Given to every
     # child, since a component's own depends_on does not hold back its children.
     depends_on: Sequence[pulumi.Resource] = ()
@@ -358,7 +360,7 @@ class Addons(pulumi.ComponentResource):
                 region=ctx.region,
                 vpc_id=args.vpc_id,
                 service_account_annotations=role.service_account_annotations,
-                default_tags=ctx.config.default_tags,
+                default_tags=dict(args.default_tags),
             ),
             depends_on=[role],  # pods start with their credentials already associated
         )

@@ -105,6 +105,8 @@ _DESCRIPTIONS = {
 class KeysArgs:
     deletion_window_days: int
     key_admin_arns: list[str]
+    # the stack's CloudTrail trail writes with the logs key: its policy lets CloudTrail in
+    cloudtrail: bool = False
 
 
 class Keys(pulumi.ComponentResource):
@@ -185,7 +187,7 @@ class Keys(pulumi.ComponentResource):
                     "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": logs_arn}},
                 }
             )
-            if ctx.config.security.cloudtrail:
+            if self._args.cloudtrail:
                 statements.extend(cloudtrail_statements(ctx))
         if purpose == "ebs":
             asg_role = ctx.arn(
