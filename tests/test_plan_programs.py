@@ -211,3 +211,111 @@ def test_rules_that_would_check_a_remote_components_children_are_named(tmp_path)
     assert "eks-private-endpoint" in notice["rules_not_checked"]
     assert "eks-private-endpoint" in notice["message"]
     assert not any(v.policy == "eks-private-endpoint" for v in report.violations)
+
+
+# ------------------------------------------------------------------ secrets
+# A stack file encrypted the way the Pulumi CLI's passphrase provider writes one
+# (pulumi/pulumi pkg/secrets/passphrase/manager.go, sdk/go/common/resource/config/crypt.go),
+# with `cryptography` directly, independent of the plan's own decrypter.
+
+PASSPHRASE = "correct horse battery staple"
+SECRETS_PROGRAM = """
+import json
+import pulumi, pulumi_aws as aws
+config = pulumi.Config()
+db = json.loads(config.require("db"))
+key = config.require_secret("deployKey")
+pulumi.export("user", db["user"])
+pulumi.export("key_header", key.apply(lambda k: k.splitlines()[0]))
+aws.secretsmanager.Secret("db")
+"""
+
+
+def _encrypted_stack(salt: bytes, values: dict[str, str]) -> dict:
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    key = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=1_000_000).derive(
+        PASSPHRASE.encode()
+    )
+
+    def encrypt(text: str) -> str:
+        nonce = os.urandom(12)
+        sealed = AESGCM(key).encrypt(nonce, text.encode(), None)
+        return f"v1:{base64.b64encode(nonce).decode()}:{base64.b64encode(sealed).decode()}"
+
+    return {
+        "encryptionsalt": f"v1:{base64.b64encode(salt).decode()}:{encrypt('pulumi')}",
+        "config": {"aws:region": "us-east-1"}
+        | {k: {"secure": encrypt(v)} for k, v in values.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def encrypted_stack() -> dict:
+    return _encrypted_stack(
+        b"8bytesal",
+        {
+            "demo:db": json.dumps({"user": "app", "password": "s3cret"}),
+            "demo:deployKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n",
+        },
+    )
+
+
+def _secret_project(tmp_path, stack_doc: dict):
+    import yaml
+
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "p", SECRETS_PROGRAM)
+    (project / "stacks" / "Pulumi.dev.yaml").write_text(yaml.safe_dump(stack_doc))
+    return project
+
+
+def test_secrets_of_a_passphrase_stack_are_decrypted_as_the_cli_does(
+    tmp_path, monkeypatch, encrypted_stack
+):
+    from infra.plan.engine import evaluate
+
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
+    plan = evaluate(_secret_project(tmp_path, encrypted_stack), "dev")
+    assert plan.outputs["user"] == "app"
+    assert plan.outputs["key_header"] == "[secret]"  # still a secret output, masked in the report
+    assert "key_header" in plan.secret_outputs
+    assert not [n for n in plan.notices if n["kind"] == "secret"]
+
+
+def test_the_passphrase_file_works_and_a_wrong_passphrase_is_a_clear_error(
+    tmp_path, monkeypatch, encrypted_stack
+):
+    from infra.plan.engine import PlanError, evaluate
+
+    project = _secret_project(tmp_path, encrypted_stack)
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    (tmp_path / "phrase").write_text(PASSPHRASE + "\n")
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(tmp_path / "phrase"))
+    assert evaluate(project, "dev").outputs["user"] == "app"
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "wrong")
+    with pytest.raises(PlanError, match=r"Pulumi\.dev\.yaml: incorrect passphrase"):
+        evaluate(project, "dev")
+
+
+def test_without_a_passphrase_the_placeholder_stays_and_each_key_is_named(
+    tmp_path, monkeypatch, encrypted_stack
+):
+    from infra.plan.engine import evaluate
+
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+    project = _secret_project(tmp_path, encrypted_stack)
+    # The program parses the secret, so it fails on the placeholder; PULUMI_CONFIG supplies
+    # the value, as it would to the program under the CLI.
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"demo:db": '{"user": "env"}'}))
+    plan = evaluate(project, "dev")
+    assert plan.outputs["user"] == "env"
+    secrets = [n for n in plan.notices if n["kind"] == "secret"]
+    assert [n["key"] for n in secrets] == ["demo:deployKey"]
+    assert "PULUMI_CONFIG_PASSPHRASE" in secrets[0]["message"]

@@ -37,8 +37,17 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from infra.config import ConfigError, read_project, read_stack_file, stack_file
+from infra.config.loading import load_yaml
 from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
 from infra.plan.schema import UnknownProperty, check_inputs
+from infra.plan.secrets import (
+    PassphraseCrypter,
+    SecretsError,
+    contains_secure,
+    decrypt_value,
+    is_secure,
+    stack_crypter,
+)
 
 SECRET_PLACEHOLDER = "[secret]"
 _RUN_LOCK = threading.Lock()  # the Pulumi runtime is process-global: one plan at a time
@@ -357,24 +366,64 @@ class _LogCollector(logging.Handler):
         (self.errors if record.levelno >= logging.ERROR else self.warnings).append(message)
 
 
-def engine_config(raw: dict[str, Any], project: str) -> tuple[dict[str, str], list[str]]:
+def engine_config(
+    raw: dict[str, Any], project: str, crypter: PassphraseCrypter | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The stack file's config as the Pulumi engine hands it to a program: every key
-    namespaced, objects as JSON strings, secrets (which only the CLI can decrypt) as a
-    placeholder and listed as secret keys."""
+    namespaced, objects as JSON strings, secrets decrypted with the stack's passphrase
+    (`crypter`) or, without it, a placeholder; every key holding a secret listed as secret."""
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in raw.items():
         full = key if ":" in key else f"{project}:{key}"
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = SECRET_PLACEHOLDER
+        if contains_secure(value):
             secret_keys.append(full)
-        elif isinstance(value, dict | list):
+            value = (
+                decrypt_value(value, crypter, full) if crypter is not None else _placeholders(value)
+            )
+        if isinstance(value, dict | list):
             config[full] = json.dumps(value, default=str)  # YAML dates are strings to Pulumi
         elif isinstance(value, bool):
             config[full] = "true" if value else "false"
         else:
             config[full] = str(value)
     return config, secret_keys
+
+
+def _placeholders(value: Any) -> Any:
+    if is_secure(value):
+        return SECRET_PLACEHOLDER
+    if isinstance(value, dict):
+        return {k: _placeholders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_placeholders(v) for v in value]
+    return value
+
+
+def _environment_config() -> tuple[dict[str, str], list[str]]:
+    """`PULUMI_CONFIG` (a JSON object of namespaced keys to values, as the CLI hands config
+    to a program) and `PULUMI_CONFIG_SECRET_KEYS` (a JSON list), when set: they override the
+    stack file, as they would for the program under the CLI."""
+    config: dict[str, str] = {}
+    secret: list[str] = []
+    for name, target in (("PULUMI_CONFIG", config), ("PULUMI_CONFIG_SECRET_KEYS", secret)):
+        text = os.environ.get(name)
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PlanError(f"{name}: not JSON ({e.msg} at character {e.pos})") from None
+        if isinstance(target, dict) and isinstance(value, dict):
+            target.update(
+                {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+            )
+        elif isinstance(target, list) and isinstance(value, list):
+            target.extend(str(k) for k in value)
+        else:
+            kind = "an object of key: value" if isinstance(target, dict) else "a list of keys"
+            raise PlanError(f"{name}: must be a JSON {kind}, got {type(value).__name__}")
+    return config, secret
 
 
 def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
@@ -490,8 +539,26 @@ def evaluate(
     if not program.is_file():
         raise PlanError(f"{program}: no program to run (Pulumi.yaml's main, or __main__.py)")
     raw = {**raw, **(config_overrides or {})}
-    region = str(raw.get("aws:region", "us-east-1"))
-    config, secret_keys = engine_config(raw, project["name"])
+    try:
+        crypter = (
+            stack_crypter(load_yaml(path) or {})
+            if any(map(contains_secure, raw.values()))
+            else None
+        )
+    except SecretsError as e:
+        raise PlanError(
+            f"{path}: {e} (PULUMI_CONFIG_PASSPHRASE / PULUMI_CONFIG_PASSPHRASE_FILE)"
+        ) from None
+    try:
+        config, secret_keys = engine_config(raw, project["name"], crypter)
+    except SecretsError as e:
+        raise PlanError(f"{path}: {e}") from None
+    undecrypted = [] if crypter is not None else list(secret_keys)
+    env_config, env_secret_keys = _environment_config()
+    config.update(env_config)
+    undecrypted = [k for k in undecrypted if k not in env_config]
+    secret_keys = list(dict.fromkeys([*secret_keys, *env_secret_keys]))
+    region = str(config.get("aws:region", "us-east-1"))
 
     with _RUN_LOCK:
         started = time.perf_counter()
@@ -559,7 +626,7 @@ def evaluate(
             "two resources share a URN (same type, name and parent type); the engine would "
             "refuse the second:\n" + "\n".join(f"  - {u}" for u in duplicates)
         )
-    notices = _notices(resources, mocks, secret_keys)
+    notices = _notices(resources, mocks, undecrypted)
     if check_schema:
         problems: list[UnknownProperty] = []
         for r in resources:
