@@ -87,7 +87,9 @@ def test_unknown_throughput_tier_is_rejected_naming_the_tiers(tier):
 def test_dra_path_outside_the_bucket_or_not_a_prefix_is_rejected(key, value, expected):
     message = config_error(with_fsx(**{key: value}))
     assert f"llmcloud:storage.fsx.{key} = " in message
-    assert repr(value) in message
+    # the value is quoted; a long one is cut short with an ellipsis
+    shown = repr(value)
+    assert shown in message or (shown[:100] in message and "…" in message)
     assert expected in message
 
 
