@@ -392,6 +392,7 @@ def test_prod_namespaces_access_entries_and_objects_match_config(prod_plan, stac
         e.inputs["principalArn"] for e in prod_plan.by_type("aws:eks/accessEntry:AccessEntry")
     }
     expected = set(config.security.cluster_admin_arns) | set(config.security.cluster_readonly_arns)
+    expected |= set(config.deploy.deployer_arns)  # whoever runs `pulumi up` (issue 15)
     assert principals == expected
     (cluster,) = prod_plan.by_type("aws:eks/cluster:Cluster")
     for entry in prod_plan.by_type("aws:eks/accessEntry:AccessEntry"):

@@ -54,7 +54,23 @@ def test_roles_are_exported_for_the_workflow_variables(ci_plan):
 
 
 def test_no_ci_roles_unless_configured():
-    assert load_stack_config(ROOT, "prod").ci is None
+    config = parse_stack_config(
+        {
+            "aws:region": "us-east-1",
+            "llmcloud:network": {"availability_zones": ["us-east-1a", "us-east-1b"]},
+        },
+        project="llmcloud",
+        stack="dev",
+    )
+    assert config.ci is None
+
+
+def test_dev_and_staging_bootstrap_their_ci_roles_prod_names_its_baseline_role():
+    for stack in ("dev", "staging"):
+        assert load_stack_config(ROOT, stack).ci.github_repository == "acme/llmcloud"
+    prod = load_stack_config(ROOT, "prod")
+    assert prod.ci is None  # no PowerUserAccess/IAMFullAccess role in prod's own stack
+    assert prod.deploy.deployer_arns == ["arn:aws:iam::444455556666:role/llmcloud-github-deploy"]
 
 
 def test_an_existing_provider_must_be_named_when_not_created():

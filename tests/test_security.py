@@ -32,6 +32,7 @@ SERVICE_OWNERS = {
     "vpc-flow-logs.amazonaws.com": ("llmcloud:network:Network",),
     "cloudtrail.amazonaws.com": ("llmcloud:security:AuditTrail",),
     POD_IDENTITY_SERVICE: ("llmcloud:security:PodRole",),
+    "codebuild.amazonaws.com": ("llmcloud:cicd:DeployRunner",),
 }
 KEY_POLICY_TYPES = ("aws:kms/key:Key", "aws:kms/keyPolicy:KeyPolicy")
 BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "FullAccess")

@@ -25,8 +25,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -64,6 +64,9 @@ class ClusterAccessArgs:
     vpc_cidr: str
     kubernetes_version: str
     pod_identity: bool = True  # allow the Pod Identity agent (False with IRSA)
+    # Deploying identities created by the stack (the CI roles): logical slug -> (ARN, "admin" or
+    # "readonly"). Their ARNs are Outputs, so they are keyed by a stable name, not the ARN.
+    deployers: Mapping[str, tuple[pulumi.Input[str], str]] = field(default_factory=dict)
 
 
 def access_policy_arn(ctx: Context, policy: str) -> str:
@@ -103,6 +106,11 @@ class ClusterAccess(pulumi.ComponentResource):
         ]
         for arn in args.readonly_arns:
             self._access_entry("readonly", arn, VIEW_POLICY, ctx)
+        for slug, (arn, kind) in args.deployers.items():
+            policy = ADMIN_POLICY if kind == "admin" else VIEW_POLICY
+            association = self._access_entry(kind, arn, policy, ctx, slug=slug)
+            if kind == "admin":
+                self.ready.append(association)
         self.namespaces = {ns.name: self._namespace(ns) for ns in args.namespaces}
         self.register_outputs(
             {
@@ -114,9 +122,9 @@ class ClusterAccess(pulumi.ComponentResource):
     # ------------------------------------------------------------------ access entries
 
     def _access_entry(
-        self, kind: str, arn: str, policy: str, ctx: Context
+        self, kind: str, arn: pulumi.Input[str], policy: str, ctx: Context, slug: str | None = None
     ) -> aws.eks.AccessPolicyAssociation:
-        logical = f"{kind}-{principal_slug(arn)}"
+        logical = f"{kind}-{slug or principal_slug(arn)}"  # type: ignore[arg-type]
         entry = aws.eks.AccessEntry(
             logical,
             cluster_name=self._args.cluster_name,
@@ -132,7 +140,7 @@ class ClusterAccess(pulumi.ComponentResource):
             access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
             opts=self._child,
         )
-        self.access_entries[arn] = entry
+        self.access_entries[arn if slug is None else slug] = entry  # type: ignore[index]
         return association
 
     # ------------------------------------------------------------------ namespaces

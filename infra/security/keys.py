@@ -16,12 +16,13 @@ root statement permits. FSx for Lustre's per-file-system S3 role gets grants on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.context import Context, policy_document
+from infra.security.service_roles import role_arn as service_linked_role_arn
 
 # The account's audit trail (infra/security/audit_trail.py creates it under exactly this name; the
 # log bucket policy and the logs key policy name it).
@@ -105,6 +106,9 @@ _DESCRIPTIONS = {
 class KeysArgs:
     deletion_window_days: int
     key_admin_arns: list[str]
+    # The service-linked roles the key policies name (infra/security/service_roles.py): KMS
+    # refuses a policy whose principal does not exist yet.
+    service_linked_roles: list[pulumi.Resource] = field(default_factory=list)
     # the stack's CloudTrail trail writes with the logs key: its policy lets CloudTrail in
     cloudtrail: bool = False
 
@@ -133,6 +137,10 @@ class Keys(pulumi.ComponentResource):
     def _key(self, purpose: str) -> aws.kms.Key:
         ctx = self._ctx
         child = pulumi.ResourceOptions(parent=self)
+        key_opts = pulumi.ResourceOptions(
+            parent=self,
+            depends_on=self._args.service_linked_roles if purpose == "ebs" else [],
+        )
         key = aws.kms.Key(
             f"{purpose}-key",
             description=f"{ctx.prefix}: {_DESCRIPTIONS[purpose]}",
@@ -143,7 +151,7 @@ class Keys(pulumi.ComponentResource):
             customer_master_key_spec="SYMMETRIC_DEFAULT",
             policy=policy_document(self._statements(purpose)),
             tags={"Name": f"{ctx.prefix}-{purpose}", "llmcloud:key-purpose": purpose},
-            opts=child,
+            opts=key_opts,
         )
         aws.kms.Alias(
             f"{purpose}-alias",
@@ -190,11 +198,7 @@ class Keys(pulumi.ComponentResource):
             if self._args.cloudtrail:
                 statements.extend(cloudtrail_statements(ctx))
         if purpose == "ebs":
-            asg_role = ctx.arn(
-                "iam",
-                "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
-                region=False,
-            )
+            asg_role = service_linked_role_arn(ctx, "autoscaling.amazonaws.com")
             statements.append(
                 {
                     "Sid": "AutoScalingLaunchesEncryptedNodeVolumes",

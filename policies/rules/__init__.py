@@ -31,6 +31,7 @@ RULE_MODULES: tuple[str, ...] = (
     "s3",
     "kms",
     "eks",
+    "deploy_path",
     "ec2",
     "network",
     "iam",
