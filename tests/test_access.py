@@ -218,6 +218,7 @@ def test_quotas_cap_gpus_cpu_memory_and_pods_per_namespace(access_plan):
         "requests.nvidia.com/gpu": "16",
         "requests.cpu": "256",
         "requests.memory": "4Ti",
+        "requests.vpc.amazonaws.com/efa": "0",
         "pods": "500",
     }
     assert hard["serving"]["requests.nvidia.com/gpu"] == "4"
@@ -392,7 +393,7 @@ def test_prod_namespaces_access_entries_and_objects_match_config(prod_plan, stac
         e.inputs["principalArn"] for e in prod_plan.by_type("aws:eks/accessEntry:AccessEntry")
     }
     expected = set(config.security.cluster_admin_arns) | set(config.security.cluster_readonly_arns)
-    expected |= set(config.deploy.deployer_arns)  # whoever runs `pulumi up` (issue 15)
+    expected |= set(config.deploy.deployer_arns)  # whoever runs `pulumi up`
     assert principals == expected
     (cluster,) = prod_plan.by_type("aws:eks/cluster:Cluster")
     for entry in prod_plan.by_type("aws:eks/accessEntry:AccessEntry"):

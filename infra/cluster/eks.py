@@ -6,7 +6,7 @@ Hardened by default: secrets envelope-encrypted with our cluster key, control-pl
 in a KMS-encrypted log group created before the cluster (EKS would otherwise create it
 unencrypted and keep it forever), the API endpoint private unless the stack config opens it
 to a CIDR allowlist, authentication through access entries only (no aws-auth ConfigMap, no
-implicit admin for whoever created the cluster: issue 3 grants access), EKS's self-managed
+implicit admin for whoever created the cluster: `ClusterAccess` grants access), EKS's self-managed
 bootstrap add-ons replaced by managed add-ons whose AWS permissions sit on pod roles, not
 on the node role.
 
@@ -330,7 +330,7 @@ def kubeconfig(
     region: str,
 ) -> pulumi.Output[str]:
     """A kubeconfig that authenticates with `aws eks get-token` (the caller's AWS identity,
-    which issue 3's access entries authorize); it holds no credentials itself."""
+    which the cluster's access entries authorize); it holds no credentials itself."""
 
     def build(values: list[str]) -> str:
         name, server, ca = values

@@ -9,8 +9,8 @@ bucket listing is limited to the prefix by an `s3:prefix` condition.
     PodRole("trainer-gpt-8b", PodRoleArgs(
         cluster_name=cluster.name, namespace="training", service_account="gpt-8b",
         statements=training_statements(
-            lake.bucket_arns["datasets"], "datasets/",
-            lake.bucket_arns["checkpoints"], "checkpoints/gpt-8b/",
+            lake.datasets.arn, "datasets/",
+            lake.checkpoints.arn, "checkpoints/gpt-8b/",
             keys.data.arn, region=ctx.region)), ctx, opts)
 
 Prefixes are S3 key prefixes without a leading `/`, ending with `/` ("datasets/",
