@@ -21,6 +21,7 @@ from infra.cluster.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster.eks import Cluster, ClusterArgs
 from infra.cluster.nodegroups import GpuNodeGroup, GpuNodeGroupArgs
 from infra.config import FsxConfig, StackConfig
+from infra.config.capacity import quotas as namespace_quotas
 from infra.context import Context, make_context
 from infra.network.vpc import Network, NetworkArgs
 from infra.security.access import ClusterAccess, ClusterAccessArgs, principal_slug
@@ -207,6 +208,7 @@ class Platform:
                 vpc_cidr=str(config.network.vpc_cidr),
                 kubernetes_version=config.cluster.version,
                 pod_identity=security.pod_identity == "pod_identity",
+                quotas={name: q.hard() for name, q in namespace_quotas(config).items()},
             ),
             ctx,
             ctx.opts(),

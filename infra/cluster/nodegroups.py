@@ -36,6 +36,7 @@ import pulumi_aws as aws
 import yaml
 
 from infra.catalog import InstanceType, load_catalog
+from infra.cluster.node_shape import ephemeral_storage_gib, max_pods
 from infra.config import GpuNodeGroupConfig, SystemNodeGroupConfig
 from infra.context import Context
 
@@ -80,11 +81,6 @@ GP3_BASELINE_THROUGHPUT_MIBPS = 125
 GPU_VOLUME_IOPS = 6000
 GPU_VOLUME_THROUGHPUT_MIBPS = 500
 
-# Prefix delegation gives each ENI slot 16 addresses; kubelet caps stay at the values EKS
-# recommends (110 below 30 vCPUs, 250 above) so the API server is not flooded.
-IPV4_PER_PREFIX = 16
-MAX_PODS_SMALL, MAX_PODS_LARGE, LARGE_NODE_VCPUS = 110, 250, 30
-
 IMDS_HOP_LIMIT_NODES_ONLY = 1  # pods on the pod network cannot reach IMDS
 IMDS_HOP_LIMIT_WITH_PODS = 2
 
@@ -100,15 +96,6 @@ CAPACITY_BLOCK_DRAIN_MINUTES = 60
 def autoscaler_cluster_tag(cluster_name: str) -> str:
     """The per-cluster discovery tag (value `owned`); the autoscaler's IAM writes need it."""
     return f"k8s.io/cluster-autoscaler/{cluster_name}"
-
-
-def ephemeral_storage_gib(instance: InstanceType, root_volume_gb: int) -> int:
-    """What kubelet reports as the node's ephemeral-storage capacity: the NVMe instance store
-    striped into RAID0 where the instance has one (containerd and kubelet live there), else
-    the volume that holds them (the root volume on AL2023, the data volume on Bottlerocket)."""
-    if instance.has_instance_store:
-        return instance.nvme_disks * instance.nvme_disk_gb * 10**9 // 2**30
-    return root_volume_gb
 
 
 def node_template_tags(
@@ -159,15 +146,6 @@ def tag_asg(
 def schedule_time(moment: datetime) -> str:
     """The UTC timestamp format of Auto Scaling scheduled actions (`YYYY-MM-DDThh:mm:ssZ`)."""
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def max_pods(instance: InstanceType) -> int:
-    """Pods per node with VPC CNI prefix delegation, capped at EKS's recommended kubelet maximum."""
-    cap = MAX_PODS_LARGE if instance.vcpus >= LARGE_NODE_VCPUS else MAX_PODS_SMALL
-    by_addresses = (
-        instance.max_network_interfaces * (instance.ipv4_per_interface - 1) * IPV4_PER_PREFIX + 2
-    )
-    return min(cap, by_addresses)
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,9 @@ class NamespaceConfig(Model):
     gpu_quota: int = Field(default=0, ge=0)
     cpu_quota: str = "512"
     memory_quota: str = "4Ti"
+    # EFA interfaces (`vpc.amazonaws.com/efa` requests); the quotas a namespace leaves unset are
+    # derived from the node groups its workloads run on (infra/config/capacity.py)
+    efa_quota: int = Field(default=0, ge=0)
     pod_quota: int = Field(default=500, ge=1)
     pod_security: Literal["restricted", "baseline"] | None = None
     metrics_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [8000, 9090]
@@ -1171,6 +1174,12 @@ class StackConfig(Model):
             )
         self._check_node_groups(region)
         self._check_workloads()
+        # lazy: capacity reads the workloads' pod sizes, whose modules import this one
+        from infra.config.capacity import admission_problem
+
+        problem = admission_problem(self)
+        if problem is not None:
+            raise _fail(*problem)
         if self.storage.fsx and self.storage.fsx.availability_zone is not None:
             zone = self.storage.fsx.availability_zone
             if zone not in self.network.availability_zones:

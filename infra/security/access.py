@@ -67,6 +67,10 @@ class ClusterAccessArgs:
     # Deploying identities created by the stack (the CI roles): logical slug -> (ARN, "admin" or
     # "readonly"). Their ARNs are Outputs, so they are keyed by a stable name, not the ARN.
     deployers: Mapping[str, tuple[pulumi.Input[str], str]] = field(default_factory=dict)
+    # namespace -> its ResourceQuota's `spec.hard` (`infra.config.capacity.quotas`: what the
+    # stack sets, the rest derived from the node groups its workloads use); a namespace not
+    # listed gets the values of its NamespaceConfig
+    quotas: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def access_policy_arn(ctx: Context, policy: str) -> str:
@@ -170,10 +174,12 @@ class ClusterAccess(pulumi.ComponentResource):
             f"{ns.name}-quota",
             metadata=self._meta("workload-quota", ns),
             spec=k8s.core.v1.ResourceQuotaSpecArgs(
-                hard={
+                hard=dict(self._args.quotas.get(ns.name) or {})
+                or {
                     "requests.nvidia.com/gpu": str(ns.gpu_quota),
                     "requests.cpu": ns.cpu_quota,
                     "requests.memory": ns.memory_quota,
+                    "requests.vpc.amazonaws.com/efa": str(ns.efa_quota),
                     "pods": str(ns.pod_quota),
                 }
             ),
