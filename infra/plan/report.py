@@ -18,6 +18,7 @@ from infra.plan.engine import Plan, Resource
 from infra.plan.results import HOURS_PER_MONTH
 from infra.plan.run import PlanReport
 from infra.plan.scheduling import instance_types_of
+from infra.plan.scheduling import table_section as scheduling_section
 from infra.reporting import sarif
 from infra.reporting.markdown import findings_markdown
 from infra.reporting.markdown import md_cell as _md
@@ -95,6 +96,8 @@ def render_table(report: PlanReport, console: Console) -> None:
             + ", ".join(f"{gpu} {t['min']}–{t['max']}" for gpu, t in sorted(totals.items()))
             + "  (node groups at min–max)"
         )
+    if report.scheduling is not None and report.scheduling.pods:
+        console.print(scheduling_section(report.scheduling))
     console.print(_violations_table(report))
     console.print(_cost_table(report))
     if plan.warnings:

@@ -18,6 +18,7 @@ from infra.plan.cost import estimate_cost
 from infra.plan.engine import Plan, PlanError, evaluate
 from infra.plan.policy_runner import run_policies
 from infra.plan.results import CostReport, Violation
+from infra.plan.scheduling import SchedulingReport, simulate_plan
 
 
 @dataclass
@@ -26,6 +27,8 @@ class PlanReport:
     config: StackConfig | None
     violations: list[Violation]
     cost: CostReport
+    # every pod template at max scale against its node groups (plan JSON `scheduling`)
+    scheduling: SchedulingReport | None = None
 
     @property
     def exit_code(self) -> int:
@@ -41,6 +44,7 @@ class PlanReport:
             "cost": self.cost.to_json(),
             "outputs": self.plan.outputs,
             "notices": self.plan.notices,
+            "scheduling": self.scheduling.to_json() if self.scheduling is not None else None,
         }
 
 
@@ -63,7 +67,13 @@ def run_plan(project_dir: Path | str, stack: str) -> PlanReport:
     violations = run_policies(plan, config)
     _note_rules_blind_to_remote_children(plan)
     cost = estimate_cost(plan, config)
-    return PlanReport(plan=plan, config=config, violations=violations, cost=cost)
+    return PlanReport(
+        plan=plan,
+        config=config,
+        violations=violations,
+        cost=cost,
+        scheduling=simulate_plan(plan),
+    )
 
 
 def _note_rules_blind_to_remote_children(plan: Plan) -> None:

@@ -725,3 +725,25 @@ def _spread_ok(constraints: list[dict[str, Any]], node: Node, eligible: list[Nod
 def simulate_plan(plan: Any) -> SchedulingReport:
     """The simulation of one plan (`infra.plan.engine.Plan`)."""
     return simulate(objects_of_plan(plan))
+
+
+def table_section(report: SchedulingReport) -> Any:
+    """The plan table's short "Schedulable at max" section (a rich renderable)."""
+    from rich.table import Table
+
+    table = Table(title="Schedulable at max", header_style="bold")
+    for column in ("", "workload", "pods", "node groups", "why not"):
+        table.add_column(column, overflow="fold")
+    for pod in report.pods:
+        t = pod.template
+        if t.daemon:
+            continue
+        where = ", ".join(f"{g} {n}" for g, n in sorted(pod.groups.items())) or "-"
+        table.add_row(
+            "[green]✓[/]" if pod.schedulable else "[red]✗[/]",
+            t.label,
+            f"{pod.placed}/{t.count}",
+            where,
+            pod.reason or "",
+        )
+    return table

@@ -39,6 +39,7 @@ RULE_MODULES: tuple[str, ...] = (
     "kubernetes",
     "tags",
     "budget",
+    "scheduling",
     "waivers",
 )
 

@@ -148,6 +148,11 @@ class Waiver:
         return self.expires < today
 
 
+# Findings no stack may take as advice: a pod that can never be placed is a broken deploy, in
+# dev as anywhere (the scheduling simulation's findings are mandatory in every format).
+ALWAYS_MANDATORY = ("k8s-schedulable",)
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     """What one stack tells the rules. From the stack config for `llmcloud plan`; from the same
@@ -176,6 +181,8 @@ class PolicySettings:
         account)."""
         if rule_id == "waiver-expired":
             return "advisory" if self.environment == "dev" else "mandatory"
+        if rule_id in ALWAYS_MANDATORY:
+            return "mandatory"
         return self.enforcement
 
     def waiver_for(self, rule_id: str, urn: str | None, *names: str) -> Waiver | None:
