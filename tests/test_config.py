@@ -397,3 +397,64 @@ def test_cost_prices_the_control_plane_by_its_support_on_the_plan_day(
     assert control_plane.hourly_idle == control_plane.hourly_max == pytest.approx(hourly_usd)
     assert any("Kubernetes 1.33" in n for n in report.notes)  # extended, or ending soon
     assert any("extended support on" in n for n in report.notes) is noted
+
+
+# ----------------------------------------------------------------------------- README tables
+
+
+def test_every_config_field_has_a_description():
+    from infra.config.docs import undocumented_fields
+
+    assert undocumented_fields() == []
+
+
+def test_readme_config_tables_are_generated_from_the_model():
+    from infra.config.docs import README_PATH, TABLE_PATHS, render_readme, table_paths
+
+    text = README_PATH.read_text()
+    assert table_paths(text) == list(TABLE_PATHS)  # every section has its table, once
+    assert render_readme(text) == text, (
+        "README config tables are stale: python -m infra.config.docs"
+    )
+
+
+def test_docs_script_rewrites_a_stale_table_and_check_mode_reports_it(tmp_path, capsys):
+    from infra.config.docs import README_PATH, main
+
+    readme = tmp_path / "README.md"
+    stale = README_PATH.read_text().replace(
+        "| `network.vpc_cidr` | `10.0.0.0/16` |", "| `vpc` | x |"
+    )
+    readme.write_text(stale)
+    assert main(["--check", str(readme)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert main([str(readme)]) == 0
+    assert readme.read_text() == README_PATH.read_text()
+    assert main(["--check", str(readme)]) == 0
+
+
+def test_config_tables_show_defaults_bounds_and_choices():
+    from infra.config.docs import render_table
+
+    top = render_table("llmcloud")
+    assert "| `network.nat_gateways` | `per_az` |" in top
+    assert "| `security.kms_deletion_window_days` | `30` |" in top and "Range: 7–30." in top
+    assert "| `security.namespaces[]` | `training`, `serving` |" in top
+    assert "| `aws:region` | required |" in top
+    assert "`project`" not in top and "`stack`" not in top  # set by Pulumi, not stack-file keys
+    serving = render_table("serving[]")
+    assert "| `dtype` | `bfloat16` |" in serving and "`float16`" in serving
+    cluster = render_table("cluster")
+    assert "| `version` | newest in standard support on the plan's day |" in cluster
+
+
+def test_prod_spans_three_zones():
+    def as_prod(c):  # dev's two zones, made a prod stack
+        c["llmcloud:environment"] = "prod"
+        c["llmcloud:cluster"].update(endpoint_public_access=False, public_access_cidrs=[])
+        c["llmcloud:serving"] = []
+        c["llmcloud:deploy"] = {}
+
+    message = broken(as_prod)
+    assert "llmcloud:network.availability_zones = " in message
+    assert "prod spans 3 zones" in message

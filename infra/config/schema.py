@@ -129,13 +129,39 @@ RetentionDays = Literal[CLOUDWATCH_RETENTION_DAYS]  # type: ignore[valid-type]
 class NetworkConfig(Model):
     """VPC layout. Private subnets are large because EKS pods take VPC IPs."""
 
-    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
-    availability_zones: list[str] = Field(min_length=2, max_length=3)
-    private_subnet_cidrs: list[ipaddress.IPv4Network] | None = None
-    public_subnet_cidrs: list[ipaddress.IPv4Network] | None = None
-    nat_gateways: Literal["single", "per_az"] = "per_az"
-    interface_endpoints: bool = True
-    flow_logs_retention_days: RetentionDays = 365
+    vpc_cidr: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("10.0.0.0/16"),
+        description="The VPC's IPv4 range: a private (RFC 1918) /16 to /20",
+    )
+    availability_zones: list[str] = Field(
+        description="2 or 3 zones of the region (prod: 3); one private and one public subnet each",
+        min_length=2,
+        max_length=3,
+    )
+    private_subnet_cidrs: list[ipaddress.IPv4Network] | None = Field(
+        default=None,
+        description="One CIDR per zone for nodes and pods (/22 or larger: every pod takes a "
+        "VPC IP). Unset: the first quarters of the VPC, a /18 each in a /16",
+    )
+    public_subnet_cidrs: list[ipaddress.IPv4Network] | None = Field(
+        default=None,
+        description="One CIDR per zone for NAT gateways and public load balancers. Unset: a "
+        "/24 per zone from the VPC's last quarter",
+    )
+    nat_gateways: Literal["single", "per_az"] = Field(
+        default="per_az",
+        description="`per_az`: one NAT gateway per zone (a zone outage keeps egress "
+        "elsewhere); `single`: one for the VPC (cheaper, dev)",
+    )
+    interface_endpoints: bool = Field(
+        default=True,
+        description="VPC interface endpoints for ECR (api, dkr), STS, EC2, CloudWatch Logs "
+        "and EKS Auth, so nodes pull and authenticate without NAT",
+    )
+    flow_logs_retention_days: RetentionDays = Field(
+        default=365,
+        description="Days CloudWatch keeps the VPC flow logs (KMS-encrypted with the logs key)",
+    )
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -217,18 +243,50 @@ class NamespaceConfig(Model):
     data, `baseline` for training, whose images often run as root; GPU pods need no
     privilege). Every namespace denies all traffic except what its NetworkPolicies allow."""
 
-    name: DnsLabel
-    purpose: Literal["training", "serving", "data"]
-    gpu_quota: int = Field(default=0, ge=0)
-    cpu_quota: str = "512"
-    memory_quota: str = "4Ti"
-    # EFA interfaces (`vpc.amazonaws.com/efa` requests); the quotas a namespace leaves unset are
-    # derived from the node groups its workloads run on (infra/config/capacity.py)
-    efa_quota: int = Field(default=0, ge=0)
-    pod_quota: int = Field(default=500, ge=1)
-    pod_security: Literal["restricted", "baseline"] | None = None
-    metrics_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [8000, 9090]
-    allow_from_namespaces: list[DnsLabel] = []
+    name: DnsLabel = Field(
+        description="The namespace (not default, monitoring or kube-*)",
+    )
+    purpose: Literal["training", "serving", "data"] = Field(
+        description="What runs there: `training`, `serving` or `data`; sets the default Pod "
+        "Security level (baseline for training, restricted otherwise)",
+    )
+    gpu_quota: int = Field(
+        description="ResourceQuota on `nvidia.com/gpu` requests in the namespace (GPUs; 0: none); "
+        "unset: derived from the node groups its workloads run on (infra/config/capacity.py)",
+        default=0,
+        ge=0,
+    )
+    cpu_quota: str = Field(
+        default="512",
+        description="ResourceQuota on CPU requests, a Kubernetes quantity (`512`, `500m`); "
+        "unset: derived from the node groups its workloads run on",
+    )
+    memory_quota: str = Field(
+        default="4Ti",
+        description="ResourceQuota on memory requests, a Kubernetes quantity (`4Ti`, `64Gi`); "
+        "unset: derived from the node groups its workloads run on",
+    )
+    efa_quota: int = Field(
+        default=0,
+        ge=0,
+        description="ResourceQuota on `vpc.amazonaws.com/efa` requests (EFA interfaces); unset: "
+        "derived from the node groups its workloads run on",
+    )
+    pod_quota: int = Field(description="ResourceQuota on the number of pods", default=500, ge=1)
+    pod_security: Literal["restricted", "baseline"] | None = Field(
+        default=None,
+        description="Pod Security Admission level it enforces. Unset: `baseline` for "
+        "training, `restricted` for serving and data",
+    )
+    metrics_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default=[8000, 9090],
+        description="Ports the monitoring namespace may scrape (NetworkPolicy)",
+    )
+    allow_from_namespaces: list[DnsLabel] = Field(
+        default=[],
+        description="Namespaces (of security.namespaces, or kube-system / monitoring) whose "
+        "pods may connect to this one",
+    )
 
     @field_validator("name")
     @classmethod
@@ -263,24 +321,58 @@ class SecurityConfig(Model):
     `data_stager_arns` may assume the data-staging role that `llmcloud stage` uses to
     write the datasets prefix. All are IAM role or user ARNs."""
 
-    kms_deletion_window_days: int = Field(default=30, ge=7, le=30)
-    key_admin_arns: list[str] = []
-    cluster_admin_arns: list[str] = []
-    cluster_readonly_arns: list[str] = []
-    data_stager_arns: list[str] = []
-    pod_identity: Literal["pod_identity", "irsa"] = "pod_identity"
-    cloudtrail: bool = True
+    kms_deletion_window_days: int = Field(
+        description="Days between scheduling a KMS key's deletion and its deletion",
+        default=30,
+        ge=7,
+        le=30,
+    )
+    key_admin_arns: list[str] = Field(
+        default=[],
+        description="IAM role or user ARNs that administer (not use) the KMS keys",
+    )
+    cluster_admin_arns: list[str] = Field(
+        default=[],
+        description="IAM role or user ARNs with an EKS access entry for cluster admin "
+        "(AmazonEKSClusterAdminPolicy). Whoever runs `pulumi up` must be one",
+    )
+    cluster_readonly_arns: list[str] = Field(
+        default=[],
+        description="IAM role or user ARNs with a read-only EKS access entry (AmazonEKSViewPolicy)",
+    )
+    data_stager_arns: list[str] = Field(
+        default=[],
+        description="IAM role/user ARNs or account roots that may assume the data-staging "
+        "role `llmcloud stage` uses (the role exists only when this is set)",
+    )
+    pod_identity: Literal["pod_identity", "irsa"] = Field(
+        default="pod_identity",
+        description="How pods get AWS roles: `pod_identity` (EKS Pod Identity) or `irsa` (IAM"
+        " roles for service accounts through the cluster's OIDC provider)",
+    )
+    cloudtrail: bool = Field(
+        default=True,
+        description="A multi-region CloudTrail trail for the stack (management events and S3 "
+        "data events on the data buckets)",
+    )
     create_service_linked_roles: bool = Field(
         default=True,
         description="create the service-linked roles the stack depends on (Auto Scaling, EKS "
         "node groups, ELB, Spot) when the account lacks them; off where an account baseline "
         "owns them (an existing one makes the create fail: import it or switch this off)",
     )
-    audit_log_retention_days: RetentionDays = 365
-    namespaces: list[NamespaceConfig] = [
-        NamespaceConfig(name="training", purpose="training", gpu_quota=64),
-        NamespaceConfig(name="serving", purpose="serving", gpu_quota=32),
-    ]
+    audit_log_retention_days: RetentionDays = Field(
+        default=365,
+        description="Days CloudWatch keeps the CloudTrail log group",
+    )
+    namespaces: list[NamespaceConfig] = Field(
+        default=[
+            NamespaceConfig(name="training", purpose="training", gpu_quota=64),
+            NamespaceConfig(name="serving", purpose="serving", gpu_quota=32),
+        ],
+        description="Kubernetes namespaces with quotas and network policies (keys: the "
+        "namespaces table)",
+    )
 
     @field_validator("key_admin_arns", "cluster_admin_arns", "cluster_readonly_arns")
     @classmethod
@@ -349,14 +441,34 @@ _CAPACITY_BLOCK_MAX_DAYS = 182
 class CapacityConfig(Model):
     """Where a node group's instances come from."""
 
-    type: Literal["on_demand", "spot", "reservation", "capacity_block"] = "on_demand"
-    reservation_id: str | None = None
-    availability_zone: str | None = None
+    type: Literal["on_demand", "spot", "reservation", "capacity_block"] = Field(
+        default="on_demand",
+        description="Where instances come from: `on_demand`, `spot` (serving kinds), "
+        "`reservation` (an On-Demand Capacity Reservation) or `capacity_block` "
+        "(EC2 Capacity Blocks for ML, training kinds)",
+    )
+    reservation_id: str | None = Field(
+        default=None,
+        description="The reservation or Capacity Block id (`cr-...`); required for "
+        "reservation and capacity_block",
+    )
+    availability_zone: str | None = Field(
+        default=None,
+        description="The reservation's zone (reservation and capacity_block only); the group "
+        "is pinned to it",
+    )
     # a Capacity Block's window (ISO 8601 in UTC, `2026-12-07T11:30:00Z`): scheduled actions
     # on the group's ASG bring every node of the block at the start and none from an hour
     # before the end; unset: the Cluster Autoscaler sizes the group
-    start_utc: datetime | None = None
-    end_utc: datetime | None = None
+    start_utc: datetime | None = Field(
+        default=None,
+        description="A Capacity Block's start (ISO 8601 UTC, `2026-12-07T11:30:00Z`); with "
+        "end_utc, scheduled actions scale the group up inside the window",
+    )
+    end_utc: datetime | None = Field(
+        default=None,
+        description="A Capacity Block's end (ISO 8601 UTC); the group scales back to 0 before it",
+    )
 
     @model_validator(mode="after")
     def _reserved(self) -> CapacityConfig:
@@ -422,9 +534,13 @@ class CapacityConfig(Model):
 
 
 class ScalingMixin(Model):
-    min_size: int = Field(default=0, ge=0)
-    desired_size: int | None = Field(default=None, ge=0)
-    max_size: int = Field(default=1, ge=1)
+    min_size: int = Field(description="Fewest nodes (the cost estimate's idle)", default=0, ge=0)
+    desired_size: int | None = Field(
+        description="Nodes at creation. Unset: min_size", default=None, ge=0
+    )
+    max_size: int = Field(
+        description="Most nodes (the cost estimate's max and the GPU budget)", default=1, ge=1
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> ScalingMixin:
@@ -447,10 +563,22 @@ class ScalingMixin(Model):
 class SystemNodeGroupConfig(ScalingMixin):
     """Small on-demand nodes for cluster add-ons, spread across zones."""
 
-    instance_types: list[str] = ["m7i.xlarge"]
-    min_size: int = Field(default=2, ge=1)
-    max_size: int = Field(default=4, ge=1)
-    disk_gb: int = Field(default=50, ge=20, le=1000)
+    instance_types: list[str] = Field(
+        default=["m7i.xlarge"],
+        description="Non-GPU instance types of the catalog for the add-on nodes",
+    )
+    min_size: int = Field(
+        description="Fewest add-on nodes (at least 1; 2 keep add-ons up through a node's loss)",
+        default=2,
+        ge=1,
+    )
+    max_size: int = Field(description="Most add-on nodes", default=4, ge=1)
+    disk_gb: int = Field(
+        description="Root volume size of each node (GiB, gp3, EBS-key encrypted)",
+        default=50,
+        ge=20,
+        le=1000,
+    )
 
     @field_validator("instance_types")
     @classmethod
@@ -468,16 +596,52 @@ class SystemNodeGroupConfig(ScalingMixin):
 class GpuNodeGroupConfig(ScalingMixin):
     """One GPU node group: kind from the catalog, capacity, EFA and placement."""
 
-    name: DnsLabel
-    gpu: str
-    instance_type: str | None = None
-    availability_zones: list[str] | None = None
-    efa: bool | None = None
-    capacity: CapacityConfig = CapacityConfig()
-    ami: Literal["al2023", "bottlerocket"] = "al2023"
-    root_volume_gb: int = Field(default=200, ge=50, le=16000)
-    pods_need_imds: bool = False
-    labels: dict[str, str] = {}
+    name: DnsLabel = Field(
+        description="The node group's name (also its `llmcloud.io/node-group` label)",
+    )
+    gpu: str = Field(
+        description="GPU kind of the catalog: A100, A100-80G, H100, H200 (training), L4, "
+        "L40S, A10G (serving)",
+    )
+    instance_type: str | None = Field(
+        default=None,
+        description="One of the kind's instance types. Unset: the kind's first",
+    )
+    availability_zones: list[str] | None = Field(
+        default=None,
+        description="Zones of network.availability_zones to launch in. Unset: every VPC zone "
+        "offering the type (EFA groups: the first one)",
+    )
+    efa: bool | None = Field(
+        default=None,
+        description="Elastic Fabric Adapter interfaces (one per network card, from the "
+        "catalog). Unset: on for training kinds whose type has EFA",
+    )
+    capacity: CapacityConfig = Field(
+        default=CapacityConfig(),
+        description="Where the instances come from (keys: capacity.*)",
+    )
+    ami: Literal["al2023", "bottlerocket"] = Field(
+        default="al2023",
+        description="Node OS: `al2023` (EKS-optimized Amazon Linux 2023 NVIDIA AMI) or "
+        "`bottlerocket`",
+    )
+    root_volume_gb: int = Field(
+        description="Root volume size of each node (GiB, gp3, EBS-key encrypted)",
+        default=200,
+        ge=50,
+        le=16000,
+    )
+    pods_need_imds: bool = Field(
+        default=False,
+        description="Let pods reach the instance metadata service (hop limit 2 instead of 1);"
+        " off: pods use their own pod roles",
+    )
+    labels: dict[str, str] = Field(
+        default={},
+        description="Extra Kubernetes node labels (not in the platform's or Kubernetes' label"
+        " domains)",
+    )
 
     @model_validator(mode="after")
     def _kind(self) -> GpuNodeGroupConfig:
@@ -580,11 +744,25 @@ class GpuNodeGroupConfig(ScalingMixin):
 class AddonsConfig(Model):
     """Cluster add-ons that run on Kubernetes (pinned chart versions live in the code)."""
 
-    metrics: Literal["prometheus", "cloudwatch"] = "prometheus"
-    keda: bool = False
-    dcgm_exporter: bool = True
-    prometheus_retention_days: int = Field(default=15, ge=1, le=365)
-    prometheus_storage_gb: int = Field(default=100, ge=10, le=16000)
+    metrics: Literal["prometheus", "cloudwatch"] = Field(
+        default="prometheus",
+        description="`prometheus` (kube-prometheus-stack with the DCGM exporter) or "
+        "`cloudwatch` (the Container Insights add-on)",
+    )
+    keda: bool = Field(
+        default=False,
+        description="KEDA, which autoscales serving endpoints on waiting requests",
+    )
+    dcgm_exporter: bool = Field(
+        default=True,
+        description="NVIDIA DCGM exporter on GPU nodes (GPU metrics for Prometheus)",
+    )
+    prometheus_retention_days: int = Field(
+        description="Days Prometheus keeps metrics", default=15, ge=1, le=365
+    )
+    prometheus_storage_gb: int = Field(
+        description="Prometheus data volume (GiB, encrypted gp3)", default=100, ge=10, le=16000
+    )
 
 
 class ClusterConfig(Model):
@@ -605,15 +783,41 @@ class ClusterConfig(Model):
         "for up to 12 more months at $0.60 instead of $0.10 per cluster-hour (the plan's cost "
         "estimate says so). Needed to run a version already in extended support",
     )
-    endpoint_public_access: bool = False
-    public_access_cidrs: list[ipaddress.IPv4Network] = []
-    log_types: list[Literal[CONTROL_PLANE_LOG_TYPES]] = list(CONTROL_PLANE_LOG_TYPES)  # type: ignore[valid-type]
-    log_retention_days: RetentionDays = 365
+    endpoint_public_access: bool = Field(
+        default=False,
+        description="A public Kubernetes API endpoint (besides the private one); refused in prod",
+    )
+    public_access_cidrs: list[ipaddress.IPv4Network] = Field(
+        default=[],
+        description="The public endpoint's CIDR allowlist (required with a public endpoint; "
+        "no 0.0.0.0/0)",
+    )
+    log_types: list[Literal[CONTROL_PLANE_LOG_TYPES]] = Field(  # type: ignore[valid-type]
+        default=list(CONTROL_PLANE_LOG_TYPES),
+        description="Control-plane logs sent to `/aws/eks/<cluster>/cluster` (api, audit and "
+        "authenticator are required)",
+    )
+    log_retention_days: RetentionDays = Field(
+        default=365,
+        description="Days CloudWatch keeps the control-plane logs",
+    )
     # None: on in prod (deleting the cluster takes an explicit change), off elsewhere
-    deletion_protection: bool | None = None
-    system_nodes: SystemNodeGroupConfig = SystemNodeGroupConfig()
-    gpu_node_groups: list[GpuNodeGroupConfig] = []
-    addons: AddonsConfig = AddonsConfig()
+    deletion_protection: bool | None = Field(
+        default=None,
+        description="EKS deletion protection. Unset: on in prod, off elsewhere",
+    )
+    system_nodes: SystemNodeGroupConfig = Field(
+        default=SystemNodeGroupConfig(),
+        description="The on-demand node group for add-ons (keys: system_nodes.*)",
+    )
+    gpu_node_groups: list[GpuNodeGroupConfig] = Field(
+        default=[],
+        description="GPU managed node groups (keys: the GPU node group table)",
+    )
+    addons: AddonsConfig = Field(
+        default=AddonsConfig(),
+        description="Add-ons on the cluster (keys: addons.*)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -748,15 +952,48 @@ class FsxConfig(Model):
     Times are UTC, in the formats FSx takes: `HH:MM` daily, `d:HH:MM` weekly (1 = Monday).
     """
 
-    storage_capacity_gib: int = 1200
-    throughput_mbps_per_tib: int = 250
-    availability_zone: str | None = None
-    backup_retention_days: int = Field(default=7, ge=0, le=90)
-    daily_backup_start_utc: str = "03:00"
-    weekly_maintenance_start_utc: str = "7:05:00"
-    compression: Literal["LZ4", "NONE"] = "LZ4"
-    datasets_prefix: str = "datasets/"
-    checkpoints_prefix: str = "checkpoints/"
+    storage_capacity_gib: int = Field(
+        default=1200,
+        description="File system size (GiB): 1200, 2400 or a multiple of 2400",
+    )
+    throughput_mbps_per_tib: int = Field(
+        default=250,
+        description="Throughput tier (MB/s per TiB of storage): 125, 250, 500 or 1000",
+    )
+    availability_zone: str | None = Field(
+        default=None,
+        description="Zone of the file system (one of network.availability_zones). Unset: the "
+        "zone of the first EFA node group, else the first VPC zone",
+    )
+    backup_retention_days: int = Field(
+        description="Days automatic daily backups are kept (0: no automatic backups, no final"
+        " backup)",
+        default=7,
+        ge=0,
+        le=90,
+    )
+    daily_backup_start_utc: str = Field(
+        default="03:00",
+        description="Start of the daily backup window, `HH:MM` UTC",
+    )
+    weekly_maintenance_start_utc: str = Field(
+        default="7:05:00",
+        description="Start of the weekly maintenance window, `d:HH:MM` UTC (1 = Monday)",
+    )
+    compression: Literal["LZ4", "NONE"] = Field(
+        default="LZ4",
+        description="Data compression: `LZ4` or `NONE`",
+    )
+    datasets_prefix: str = Field(
+        default="datasets/",
+        description="Key prefix of the datasets bucket linked at `/datasets` (ends with `/`, "
+        "no `s3://`)",
+    )
+    checkpoints_prefix: str = Field(
+        default="checkpoints/",
+        description="Key prefix of the checkpoints bucket linked at `/checkpoints` (ends with"
+        " `/`, no `s3://`)",
+    )
 
     @field_validator("storage_capacity_gib")
     @classmethod
@@ -805,13 +1042,34 @@ class FsxConfig(Model):
 class StorageConfig(Model):
     """The S3 data lake and the optional FSx for Lustre file system."""
 
-    force_destroy: bool = False
-    checkpoint_noncurrent_days: int = Field(default=30, ge=1)
-    abort_multipart_days: int = Field(default=7, ge=1)
-    intelligent_tiering_days: int | None = Field(default=None, ge=0)
-    access_log_retention_days: int = Field(default=365, ge=1)
-    fsx: FsxConfig | None = None
-    expected_size_gb: dict[Literal["datasets", "checkpoints", "models"], float] = {}
+    force_destroy: bool = Field(
+        default=False,
+        description="Let `pulumi destroy` delete non-empty buckets (dev only, on purpose)",
+    )
+    checkpoint_noncurrent_days: int = Field(
+        description="Days an overwritten or deleted checkpoint version is kept", default=30, ge=1
+    )
+    abort_multipart_days: int = Field(
+        description="Days before incomplete multipart uploads are aborted", default=7, ge=1
+    )
+    intelligent_tiering_days: int | None = Field(
+        description="Days after which objects move to S3 Intelligent-Tiering. Unset: never",
+        default=None,
+        ge=0,
+    )
+    access_log_retention_days: int = Field(
+        description="Days S3 server access logs are kept", default=365, ge=1
+    )
+    fsx: FsxConfig | None = Field(
+        default=None,
+        description="FSx for Lustre linked to the datasets and checkpoints buckets (keys: the"
+        " FSx table). Unset: none",
+    )
+    expected_size_gb: dict[Literal["datasets", "checkpoints", "models"], float] = Field(
+        default={},
+        description="Expected size (GB) of `datasets`, `checkpoints`, `models`: only for the "
+        "cost estimate",
+    )
 
 
 # --------------------------------------------------------------------------- workloads
@@ -827,16 +1085,44 @@ class TrainingJobConfig(Model):
     node, exported to the checkpoints bucket), or without FSx on the pod's disk, mirrored
     to the checkpoints bucket by the trainer (one node only)."""
 
-    name: DnsLabel
-    node_group: str
-    nodes: int = Field(default=1, ge=1)
-    namespace: DnsLabel = "training"
-    image: str
-    max_restarts: int = Field(default=3, ge=0)
-    backoff_limit: int = Field(default=6, ge=0)
-    use_fsx: bool = True
-    jobset: bool = False
-    trainer: dict[str, str | int | float | bool] = {}
+    name: DnsLabel = Field(
+        description="The job's name (Job, Service and pod role)",
+    )
+    node_group: str = Field(
+        description="A cluster.gpu_node_groups name",
+    )
+    nodes: int = Field(
+        description="Pods, one per node (at most the group's max_size; more than 1 needs use_fsx)",
+        default=1,
+        ge=1,
+    )
+    namespace: DnsLabel = Field(
+        default="training",
+        description="A security.namespaces name (with FSx: the training namespace that holds "
+        "its claim)",
+    )
+    image: str = Field(
+        description="Trainer image, pinned by tag or digest (never `latest`)",
+    )
+    max_restarts: int = Field(
+        description="torchrun restarts inside a pod before it fails", default=3, ge=0
+    )
+    backoff_limit: int = Field(description="Pod failures the Job retries", default=6, ge=0)
+    use_fsx: bool = Field(
+        default=True,
+        description="Mount the FSx claim at `/fsx` (datasets and checkpoints)",
+    )
+    jobset: bool = Field(
+        default=False,
+        description="Run as a JobSet instead of an Indexed Job (needs the JobSet controller, "
+        "installed when a job asks)",
+    )
+    trainer: dict[str, str | int | float | bool] = Field(
+        default={},
+        description="Trainer flags (`workloads/training/config.py`: model, steps, batch_size,"
+        " parallel, data, ...), checked against the trainer's schema; the job "
+        "sets checkpoint and metrics paths itself",
+    )
 
     @field_validator("image")
     @classmethod
@@ -904,34 +1190,104 @@ class TrainingJobConfig(Model):
 class ServingConfig(Model):
     """A vLLM endpoint: one model on a serving node group."""
 
-    name: DnsLabel
-    model: str
-    served_model_name: str | None = None
-    model_prefix: str
-    params_billion: float = Field(gt=0)
-    node_group: str
-    gpus_per_replica: int = Field(default=1, ge=1)
-    replicas_min: int = Field(default=1, ge=0)
-    replicas_max: int = Field(default=1, ge=1)
-    max_model_len: int = Field(default=8192, ge=256)
-    max_num_seqs: int = Field(default=256, ge=1)
-    dtype: Literal["auto", "bfloat16", "float16"] = "bfloat16"
-    quantization: Literal["awq", "gptq", "fp8"] | None = None
-    gpu_memory_utilization: float = Field(default=0.90, ge=0.5, le=0.98)
+    name: DnsLabel = Field(
+        description="The endpoint's name (Deployment, Service, Secret, service account)",
+    )
+    model: str = Field(
+        description="Model id; the served name unless served_model_name is set",
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        description="Name clients put in `model`. Unset: model",
+    )
+    model_prefix: str = Field(
+        description="Key prefix of the weights in the models bucket (`llama-3.1-8b/`)",
+    )
+    params_billion: float = Field(
+        description="Parameter count (billions), for the fit check and the startup window", gt=0
+    )
+    node_group: str = Field(
+        description="A cluster.gpu_node_groups name",
+    )
+    gpus_per_replica: int = Field(
+        description="GPUs per replica, a power of two (tensor parallel); above the node's "
+        "GPUs a replica spans whole nodes",
+        default=1,
+        ge=1,
+    )
+    replicas_min: int = Field(description="Fewest replicas (at least 1)", default=1, ge=0)
+    replicas_max: int = Field(
+        description="Most replicas; autoscaled (KEDA) when above replicas_min", default=1, ge=1
+    )
+    max_model_len: int = Field(
+        description="vLLM `--max-model-len`: context length (tokens)", default=8192, ge=256
+    )
+    max_num_seqs: int = Field(
+        description="vLLM `--max-num-seqs`: sequences in a batch", default=256, ge=1
+    )
+    dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        default="bfloat16",
+        description="vLLM `--dtype`",
+    )
+    quantization: Literal["awq", "gptq", "fp8"] | None = Field(
+        default=None,
+        description="vLLM `--quantization`. Unset: none",
+    )
+    gpu_memory_utilization: float = Field(
+        description="vLLM `--gpu-memory-utilization`: share of GPU memory for weights and KV cache",
+        default=0.90,
+        ge=0.5,
+        le=0.98,
+    )
     # 2 x layers x KV heads x head dim x 2 bytes, from the model's config.json; unset: the
     # fit check's reference shape for the parameter count (workloads/serving/fit.py)
-    kv_cache_bytes_per_token: int | None = Field(default=None, ge=1)
-    loader: Literal["init_sync", "s3_streamer"] = "init_sync"
+    kv_cache_bytes_per_token: int | None = Field(
+        description="KV cache bytes per token: 2 x layers x KV heads x head dim x 2, from the"
+        " model's config.json. Unset: estimated from the parameter count "
+        "(`workloads/serving/fit.py`)",
+        default=None,
+        ge=1,
+    )
+    loader: Literal["init_sync", "s3_streamer"] = Field(
+        default="init_sync",
+        description="`init_sync` (copy the weights to node-local disk first) or `s3_streamer`"
+        " (stream them from S3)",
+    )
     # unset: sized from the checkpoint size (workloads/serving/service.py)
-    startup_timeout_minutes: int | None = Field(default=None, ge=5, le=240)
+    startup_timeout_minutes: int | None = Field(
+        description="Startup probe window (minutes). Unset: sized from the checkpoint size",
+        default=None,
+        ge=5,
+        le=240,
+    )
     # scale out when more requests than this wait per replica (KEDA)
-    target_requests_waiting: int = Field(default=4, ge=1)
-    namespace: DnsLabel = "serving"
-    image: str = "vllm/vllm-openai:v0.11.0"
-    api_key_required: bool = True
-    allowed_namespaces: list[DnsLabel] = []
-    allowed_cidrs: list[ipaddress.IPv4Network] = []
-    load_balancer: Literal["none", "internal_nlb"] = "none"
+    target_requests_waiting: int = Field(
+        description="KEDA: waiting requests per replica before scaling out", default=4, ge=1
+    )
+    namespace: DnsLabel = Field(
+        default="serving",
+        description="A security.namespaces name",
+    )
+    image: str = Field(
+        default="vllm/vllm-openai:v0.11.0",
+        description="vLLM image, pinned by tag or digest (never `latest`)",
+    )
+    api_key_required: bool = Field(
+        default=True,
+        description="Require the API key (must stay true in staging and prod)",
+    )
+    allowed_namespaces: list[DnsLabel] = Field(
+        default=[],
+        description="Namespaces whose pods may call port 8000",
+    )
+    allowed_cidrs: list[ipaddress.IPv4Network] = Field(
+        default=[],
+        description="Client CIDRs that may call port 8000 (no 0.0.0.0/0)",
+    )
+    load_balancer: Literal["none", "internal_nlb"] = Field(
+        default="none",
+        description="`none` (ClusterIP) or `internal_nlb` (an internal Network Load Balancer)",
+    )
 
     @field_validator("image")
     @classmethod
@@ -989,10 +1345,20 @@ class WaiverConfig(Model):
     `resource` is a resource name or URN, `*`/`?` globs allowed (`*` alone also covers
     stack-level findings)."""
 
-    rule: str
-    resource: str = Field(min_length=1)
-    reason: str = Field(min_length=10)
-    expires: date
+    rule: str = Field(
+        description="A waivable policy rule id",
+    )
+    resource: str = Field(
+        description="Resource name or URN it covers; `*` and `?` globs (`*` alone covers "
+        "stack-level findings too)",
+        min_length=1,
+    )
+    reason: str = Field(
+        description="Why the finding is accepted (at least 10 characters)", min_length=10
+    )
+    expires: date = Field(
+        description="Last day the waiver holds (YYYY-MM-DD); after it the finding counts again",
+    )
 
     @field_validator("rule")
     @classmethod
@@ -1007,12 +1373,31 @@ class WaiverConfig(Model):
 class PoliciesConfig(Model):
     """How the policy pack treats this stack."""
 
-    enforcement: Literal["advisory", "mandatory"] | None = None
-    gpu_budget: int | None = Field(default=None, ge=0)
-    required_tags: list[str] = ["team", "cost-center"]
+    enforcement: Literal["advisory", "mandatory"] | None = Field(
+        default=None,
+        description="Policy enforcement for the stack: `advisory` or `mandatory`. Unset: "
+        "advisory in dev, mandatory elsewhere",
+    )
+    gpu_budget: int | None = Field(
+        description="Most GPUs the stack may reach at max scale (`gpu-budget` rule). Unset: "
+        "no budget",
+        default=None,
+        ge=0,
+    )
+    required_tags: list[str] = Field(
+        default=["team", "cost-center"],
+        description="Tags every taggable AWS resource must carry",
+    )
     # Ports a public load balancer may open to 0.0.0.0/0 (sg-no-open-ingress); none by default.
-    public_ingress_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
-    waivers: list[WaiverConfig] = []
+    public_ingress_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default=[],
+        description="Ports a public load balancer may open to 0.0.0.0/0 "
+        "(`sg-no-open-ingress`); none by default",
+    )
+    waivers: list[WaiverConfig] = Field(
+        default=[],
+        description="Findings accepted on purpose, until a date (keys: waivers[].*)",
+    )
 
 
 # --------------------------------------------------------------------------- ci/cd
@@ -1022,10 +1407,26 @@ class CiConfig(Model):
     """Optional bootstrap of GitHub Actions access: the account's GitHub OIDC provider and
     the roles the pull-request preview and the deploy workflow assume (no long-lived keys)."""
 
-    github_repository: str = Field(pattern=_GITHUB_REPOSITORY.pattern)
-    create_oidc_provider: bool = True
-    existing_oidc_provider_arn: str | None = None
-    deploy_environments: list[DnsLabel] = []
+    github_repository: str = Field(
+        description="The GitHub repository (`owner/name`) whose workflows get the preview and"
+        " deploy roles",
+        pattern=_GITHUB_REPOSITORY.pattern,
+    )
+    create_oidc_provider: bool = Field(
+        default=True,
+        description="Create the account's GitHub OIDC provider (one per account: false in all"
+        " stacks but one)",
+    )
+    existing_oidc_provider_arn: str | None = Field(
+        default=None,
+        description="The account's token.actions.githubusercontent.com provider ARN (required"
+        " when create_oidc_provider is false)",
+    )
+    deploy_environments: list[DnsLabel] = Field(
+        default=[],
+        description="GitHub environments whose jobs may assume the deploy role. Unset: the "
+        "stack's name",
+    )
     preview_environments: list[DnsLabel] = Field(
         default=[],
         description="GitHub environments whose jobs may assume the read-only preview role "
@@ -1132,197 +1533,85 @@ class DeployConfig(Model):
 class StackConfig(Model):
     """One environment. Built from the stack file; every component reads only this."""
 
-    project: str
-    stack: str
-    region: str
-    environment: Literal[ENVIRONMENTS]  # type: ignore[valid-type]
-    name_prefix: str = Field(default="", max_length=20)
-    tags: dict[str, str] = {}
-    network: NetworkConfig
-    security: SecurityConfig = SecurityConfig()
+    project: str = Field(
+        description="The Pulumi project name (set by Pulumi, not a stack-file key)",
+    )
+    stack: str = Field(
+        description="The stack name (set by Pulumi, not a stack-file key)",
+    )
+    region: str = Field(
+        description="The AWS region, from `aws:region`: a region of the catalog (zones and "
+        "GPU offerings are checked against it)",
+    )
+    environment: Literal[ENVIRONMENTS] = Field(  # type: ignore[valid-type]
+        json_schema_extra={"doc_default": "the stack's name (dev, staging, prod)"},
+        description="`dev`, `staging` or `prod`: picks the defaults and checks (policy "
+        "enforcement; prod: 3 zones, private API endpoint). A stack named otherwise sets it",
+    )
+    name_prefix: str = Field(
+        json_schema_extra={"doc_default": "`llm-<stack>`"},
+        description="Prefix of physical names (cluster, buckets, aliases)",
+        default="",
+        max_length=20,
+    )
+    tags: dict[str, str] = Field(
+        default={},
+        description="Extra tags; with `llmcloud:project`, `llmcloud:stack`, `environment` and"
+        " `managed-by` they are the AWS provider's default tags",
+    )
+    network: NetworkConfig = Field(
+        description="The VPC (keys: network.*)",
+    )
+    security: SecurityConfig = Field(
+        default=SecurityConfig(),
+        description="KMS, IAM, Kubernetes access and namespaces, the audit trail (keys: "
+        "security.*)",
+    )
     # validated with the plan's context, so the default version is the plan day's
-    cluster: ClusterConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
-    storage: StorageConfig = StorageConfig()
-    training: list[TrainingJobConfig] = []
-    serving: list[ServingConfig] = []
-    serving_api_key: SecretStr | None = None
-    policies: PoliciesConfig = PoliciesConfig()
-    ci: CiConfig | None = None
-    deploy: DeployConfig = DeployConfig()
+    cluster: ClusterConfig = Field(
+        description="The EKS cluster, its node groups and add-ons (see Cluster and GPU node "
+        "groups)",
+        default_factory=dict,  # type: ignore[arg-type]
+        validate_default=True,
+    )
+    storage: StorageConfig = Field(
+        default=StorageConfig(),
+        description="The S3 data lake and FSx for Lustre (keys: storage.*)",
+    )
+    training: list[TrainingJobConfig] = Field(
+        default=[],
+        description="torchrun training jobs (see Training)",
+    )
+    serving: list[ServingConfig] = Field(
+        default=[],
+        description="vLLM endpoints (see Serving)",
+    )
+    serving_api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key of every endpoint, a Pulumi secret (`pulumi config set "
+        "--secret`). Unset: a generated key per endpoint",
+    )
+    policies: PoliciesConfig = Field(
+        default=PoliciesConfig(),
+        description="How the policy pack treats the stack (keys: policies.*)",
+    )
+    ci: CiConfig | None = Field(
+        default=None,
+        description="GitHub Actions OIDC roles for preview and deploy (keys: ci.*). Unset: none",
+    )
+    deploy: DeployConfig = Field(
+        default=DeployConfig(),
+        description="Where the Kubernetes layer is deployed from (keys: deploy.*)",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
-        catalog = load_catalog()
-        if self.region not in catalog.regions:
-            raise _fail(
-                "region", self.region, "regions in the catalog: " + ", ".join(catalog.regions)
-            )
-        region = catalog.regions[self.region]
-        for i, zone in enumerate(self.network.availability_zones):
-            if zone not in region.zones:
-                raise _fail(
-                    f"network.availability_zones[{i}]",
-                    zone,
-                    f"{self.region} has zones " + ", ".join(region.zones),
-                )
-        if self.storage.fsx is not None and self.fsx_namespace is None:
-            raise _fail(
-                "storage.fsx",
-                self.storage.fsx.model_dump(mode="json"),
-                "needs a namespace with purpose: training in security.namespaces "
-                "(its PersistentVolumeClaim lives there)",
-            )
-        self._check_node_groups(region)
-        self._check_workloads()
-        # lazy: capacity reads the workloads' pod sizes, whose modules import this one
-        from infra.config.capacity import admission_problem
+        """Checks across sections (zones and offerings, workloads, admission, prod, deploy
+        path): `infra/config/checks.py`, run once every section validated itself."""
+        from infra.config.checks import check_stack  # checks imports this module
 
-        problem = admission_problem(self)
-        if problem is not None:
-            raise _fail(*problem)
-        if self.storage.fsx and self.storage.fsx.availability_zone is not None:
-            zone = self.storage.fsx.availability_zone
-            if zone not in self.network.availability_zones:
-                raise _fail(
-                    "storage.fsx.availability_zone",
-                    zone,
-                    "must be one of network.availability_zones: "
-                    + ", ".join(self.network.availability_zones),
-                )
-        if self.environment == "prod":
-            if self.cluster.endpoint_public_access:
-                raise _fail(
-                    "cluster.endpoint_public_access",
-                    True,
-                    "prod clusters have a private endpoint only",
-                )
-        if self.deploy.kubernetes_from == "public_endpoint" and not (
-            self.cluster.endpoint_public_access
-        ):
-            raise _fail(
-                "deploy.kubernetes_from",
-                "public_endpoint",
-                "the cluster's endpoint is private (cluster.endpoint_public_access: false); "
-                "deploy from codebuild_runner or connected_network",
-            )
-            if len(self.network.availability_zones) < 3:
-                raise _fail(
-                    "network.availability_zones",
-                    self.network.availability_zones,
-                    "prod spans 3 zones",
-                )
+        check_stack(self)
         return self
-
-    def _check_node_groups(self, region) -> None:
-        zones = self.network.availability_zones
-        for i, group in enumerate(self.cluster.gpu_node_groups):
-            key = f"cluster.gpu_node_groups[{i}]"
-            itype = group.resolved_instance_type
-            if group.reserved:
-                zone = group.capacity.availability_zone
-                if zone not in zones:
-                    raise _fail(
-                        f"{key}.capacity.availability_zone",
-                        zone,
-                        "must be one of network.availability_zones: " + ", ".join(zones),
-                    )
-            for j, zone in enumerate(group.availability_zones or []):
-                if zone not in region.zones:
-                    raise _fail(
-                        f"{key}.availability_zones[{j}]",
-                        zone,
-                        f"{self.region} has zones " + ", ".join(region.zones),
-                    )
-                if zone not in zones:
-                    raise _fail(
-                        f"{key}.availability_zones[{j}]",
-                        zone,
-                        "must be one of network.availability_zones: " + ", ".join(zones),
-                    )
-            group_zones = group.zones(self.network, self.region)
-            if not group_zones:
-                raise _fail(
-                    f"{key}.gpu",
-                    group.gpu,
-                    f"{itype} is offered in none of this VPC's zones (" + ", ".join(zones) + ")",
-                )
-            if group.efa_enabled and not group.reserved and len(group_zones) != 1:
-                raise _fail(
-                    f"{key}.availability_zones",
-                    group.availability_zones,
-                    "an EFA group runs in one zone (its cluster placement group); name exactly one",
-                )
-            for zone in group_zones:
-                if not region.offers(itype, zone):
-                    offered = [z for z in region.offerings.get(itype, ()) if z in zones]
-                    raise _fail(
-                        f"{key}.availability_zones"
-                        if not group.reserved
-                        else f"{key}.capacity.availability_zone",
-                        zone,
-                        f"{itype} ({group.gpu}) is not offered in {zone}; in this VPC's zones it is "
-                        f"offered in: {', '.join(offered) or 'none'}",
-                    )
-
-    def _workload_group(self, key: str, name: str) -> GpuNodeGroupConfig:
-        group = self.cluster.node_group(name)
-        if group is None:
-            groups = ", ".join(g.name for g in self.cluster.gpu_node_groups)
-            raise _fail(
-                f"{key}.node_group",
-                name,
-                f"must name a GPU node group: {groups}"
-                if groups
-                else "the cluster has no gpu_node_groups",
-            )
-        return group
-
-    @staticmethod
-    def _check_namespace(key: str, namespace: str, namespaces: dict[str, Any]) -> None:
-        if namespace not in namespaces:
-            raise _fail(f"{key}.namespace", namespace, "must be one of " + ", ".join(namespaces))
-
-    def _check_workloads(self) -> None:
-        namespaces = {ns.name: ns for ns in self.security.namespaces}
-        for i, job in enumerate(self.training):
-            key = f"training[{i}]"
-            group = self._workload_group(key, job.node_group)
-            self._check_namespace(key, job.namespace, namespaces)
-            problem = job.node_group_problem(group)
-            if problem is not None:
-                raise _fail(f"{key}.{problem[0]}", problem[1], problem[2])
-            if job.nodes > group.max_size:
-                raise _fail(
-                    f"{key}.nodes",
-                    job.nodes,
-                    f"node group {group.name} scales to at most {group.max_size}",
-                )
-            if job.use_fsx and self.storage.fsx is None:
-                raise _fail(f"{key}.use_fsx", True, "needs storage.fsx, or set use_fsx: false")
-            if job.use_fsx and job.namespace != self.fsx_namespace:
-                raise _fail(
-                    f"{key}.namespace",
-                    job.namespace,
-                    f"jobs that mount FSx run in {self.fsx_namespace!r}, where its one "
-                    "PersistentVolumeClaim is (or set use_fsx: false)",
-                )
-        for i, svc in enumerate(self.serving):
-            key = f"serving[{i}]"
-            group = self._workload_group(key, svc.node_group)
-            self._check_namespace(key, svc.namespace, namespaces)
-            if self.environment != "dev" and not svc.api_key_required:
-                raise _fail(
-                    f"{key}.api_key_required",
-                    False,
-                    f"an API key is required in {self.environment}",
-                )
-            # lazy: the serving package imports this module
-            from workloads.serving.fit import FitError, check_fit
-
-            try:
-                check_fit(svc, group)
-            except FitError as e:
-                raise _fail(f"{key}.{e.field}", e.value, e.message) from None
 
     @property
     def fsx_namespace(self) -> str | None:
