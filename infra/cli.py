@@ -93,6 +93,12 @@ def plan(
         Path | None, typer.Option("--out", "-o", help="Write the report to FILE.")
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show Python tracebacks of program errors.")] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", help="A plan JSON to diff against (shown before the plan).", metavar="BASE"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate the Pulumi program for a stack offline: resources, policies, cost.
 
@@ -108,6 +114,16 @@ def plan(
     if not project.is_dir():
         raise fail(f"--project {str(project)!r} is not a directory")
     check_out(out)
+    base = None
+    if compare is not None:
+        from infra.plan.diff import DiffError, load_plan
+
+        if format == "sarif":
+            raise fail("--compare shows a diff: use --format table, json or markdown")
+        try:
+            base = load_plan(compare)
+        except DiffError as e:
+            raise fail(f"--compare {e}") from None
     try:
         report = run_plan(project, stack)
     except PlanError as e:
@@ -128,6 +144,15 @@ def plan(
             + ("" if debug else "; rerun with --debug for the traceback")
         ) from None
 
+    if base is not None:
+        from infra.plan.diff import compared
+
+        render = compared(base, report, format)
+        if out:
+            write_out(out, render)
+        else:
+            render(sys.stdout)
+        raise typer.Exit(report.exit_code)
     if format == "table":
         if out:
             write_out(
@@ -149,6 +174,47 @@ def plan(
         else:
             sys.stdout.write(text)
     raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def diff(
+    base: Annotated[Path, typer.Argument(metavar="BASE.json", help="The plan JSON before.")],
+    head: Annotated[Path, typer.Argument(metavar="HEAD.json", help="The plan JSON after.")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table | markdown | json")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the diff to FILE.")] = None,
+) -> None:
+    """What changes between two `llmcloud plan --format json` reports: resources added,
+    removed, replaced and updated (property paths, old -> new, secrets masked), findings new
+    and resolved, and the cost delta. Exit 0, or 2 on usage or an unreadable plan file.
+    """
+    from infra.plan.diff import FORMATS as DIFF_FORMATS
+    from infra.plan.diff import DiffError, diff_plans, load_plan, render_json, render_markdown
+    from infra.plan.diff import render_table as render_diff_table
+
+    if format not in DIFF_FORMATS:
+        raise fail(f"--format {format!r} is not a format; use one of: {', '.join(DIFF_FORMATS)}")
+    check_out(out)
+    try:
+        changes = diff_plans(load_plan(base), load_plan(head))
+    except DiffError as e:
+        raise fail(str(e)) from None
+    if format == "table":
+        if out:
+            write_out(
+                out,
+                lambda fh: render_diff_table(changes, Console(file=fh, width=140, no_color=True)),
+            )
+        else:
+            render_diff_table(changes, Console())
+    else:
+        text = render_json(changes) if format == "json" else render_markdown(changes)
+        if out:
+            write_out(out, lambda fh: fh.write(text))
+        else:
+            sys.stdout.write(text)
+    raise typer.Exit(EXIT_OK)
 
 
 def _last_program_frame(error: BaseException, project: Path) -> str | None:
