@@ -1,17 +1,23 @@
-"""How much faster `llmcloud stage` uploads a dataset than a plain boto3 loop.
+"""`llmcloud stage` against the AWS CLI (`aws s3 sync`, `aws s3 cp`) on the same data.
 
-Against a local moto_server on 127.0.0.1 that this script starts (a separate process by
-default, like a real endpoint; `--server thread` runs it inside this process), on the
-same generated files (default: 200 files of 4 MiB), same bucket, same SSE-KMS key:
-  baseline  a single-threaded loop of `s3.upload_file(...)` (use_threads=False)
-  stage     `infra.ops.stage.stage()`: hashing, listing, parallel uploads with SHA-256
-            checksums, a HEAD per object, the manifest (everything the command does)
-  resume    `stage()` again on the same prefix: every file checked and skipped
-Each measured run writes to a fresh prefix; objects are deleted between runs so the
-server's memory stays flat. Reports the times, MiB/s and baseline / stage (target >= 2).
+Against a local moto_server on 127.0.0.1 that this script starts (its own process, like a
+real endpoint), with SSE-KMS under the same key for every tool, on three data sets:
+  small   2 000 files x 64 KiB     (many small files: per-request CPU)
+  medium    200 files x 4 MiB
+  large       4 files x 256 MiB    (multipart: part size, parts in flight, memory)
+Each tool runs as the user runs it, a command in its own process:
+  sync    `aws s3 sync SRC s3://...`, first upload, then the re-run (everything there)
+  cp      `aws s3 cp SRC s3://... --recursive`, first upload (re-sends everything on a re-run)
+  stage   `llmcloud stage SRC s3://...`, first upload (cold hash cache), then the re-run
+Runs are interleaved (the order rotates each round) and each writes to a fresh prefix,
+deleted afterwards so the server's memory stays flat. Reported: the median wall time and
+client CPU (user + system of the command, from wait4) of each, the ratios stage / AWS CLI
+(<= 1.0 means stage is at least as fast), the server's CPU and stage's peak RSS.
 
-    python benchmarks/stage.py [--files 200] [--size-mib 4] [--concurrency 16]
-                               [--repeat 3] [--server process|thread] [--json]
+The AWS CLI is installed from PyPI into the benchmark's own venv (AWSCLI_VENV, gitignored),
+never into the project's; `--awscli PATH` uses another `aws` executable instead.
+
+    python benchmarks/stage.py [--sets small,medium,large] [--repeat 3] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -29,19 +36,30 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from boto3.s3.transfer import TransferConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.ops.awsclient import client, parse_s3_url  # noqa: E402
-from infra.ops.stage import MIB, StageOptions, stage  # noqa: E402
+from infra.ops.awsclient import client  # noqa: E402
+from infra.ops.stage import MIB  # noqa: E402
 
 REGION = "us-east-1"
 BUCKET = "llm-bench-datasets"
+KIB = 1024
+# The AWS CLI baseline: awscli from PyPI (1.46.3, the release pip resolved on 2026-12-01;
+# it pins botocore 1.43.62), in a venv of its own under a gitignored path (.venv-*/).
+AWSCLI_REQUIREMENT = "awscli==1.46.3"
+AWSCLI_VENV = ROOT / ".venv-bench-awscli"
+LLMCLOUD = ROOT / ".venv" / "bin" / "llmcloud"
+
+DATA_SETS: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
+    "small": (2000, 64 * KIB),
+    "medium": (200, 4 * MIB),
+    "large": (4, 256 * MIB),
+}
 
 
 def _free_port() -> int:
@@ -62,10 +80,8 @@ def _wait_until_up(url: str, timeout_s: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def server_cpu_seconds(pid: int | None) -> float | None:
+def server_cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) the server process has used, from /proc (Linux)."""
-    if pid is None:
-        return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -74,21 +90,11 @@ def server_cpu_seconds(pid: int | None) -> float | None:
 
 
 @contextlib.contextmanager
-def moto_server(kind: str) -> Iterator[tuple[str, int | None]]:
-    """A moto_server on 127.0.0.1 (URL, pid): its own process, or a thread of this one."""
+def moto_server() -> Iterator[tuple[str, int]]:
+    """A moto_server process on 127.0.0.1: (URL, pid)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if kind == "thread":
-        from moto.server import ThreadedMotoServer
-
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            yield url, None
-        finally:
-            server.stop()
-        return
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -102,39 +108,70 @@ def moto_server(kind: str) -> Iterator[tuple[str, int | None]]:
         process.wait(timeout=10)
 
 
+def ensure_awscli(explicit: str | None) -> Path:
+    """The `aws` executable: --awscli, else the benchmark venv's (created on first use)."""
+    if explicit:
+        return Path(explicit)
+    aws = AWSCLI_VENV / "bin" / "aws"
+    if not aws.exists():
+        print(f"installing {AWSCLI_REQUIREMENT} into {AWSCLI_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(AWSCLI_VENV)], check=True)
+        subprocess.run(
+            [str(AWSCLI_VENV / "bin" / "pip"), "install", "-q", AWSCLI_REQUIREMENT], check=True
+        )
+    return aws
+
+
 def make_dataset(root: Path, files: int, size_bytes: int) -> Path:
-    src = root / "tokens"
+    """Distinct files (a different first 8 bytes each), mtimes a minute in the past."""
+    src = root
     src.mkdir(parents=True)
     block = os.urandom(size_bytes)
+    past = time.time() - 60
     for i in range(files):
-        # distinct content per file (a different first 8 bytes) without generating N blocks
-        (src / f"shard-{i:05d}.bin").write_bytes(i.to_bytes(8, "little") + block[8:])
+        path = src / f"shard-{i:05d}.bin"
+        path.write_bytes(i.to_bytes(8, "little") + block[8:])
+        os.utime(path, (past, past))
     return src
 
 
-def baseline(s3: Any, src: Path, prefix: str, key_arn: str) -> float:
-    """The plain loop a user would write: one file after another, one thread."""
-    config = TransferConfig(use_threads=False)
-    extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_arn}
-    started = time.perf_counter()
-    for path in sorted(src.iterdir()):
-        s3.upload_file(str(path), BUCKET, f"{prefix}/{path.name}", ExtraArgs=extra, Config=config)
-    return time.perf_counter() - started
+@dataclass
+class Measured:
+    wall_s: list[float] = field(default_factory=list)
+    client_cpu_s: list[float] = field(default_factory=list)
+    server_cpu_s: list[float] = field(default_factory=list)
+    peak_rss_mib: list[float] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float | None]:
+        def med(values: list[float]) -> float | None:
+            return round(statistics.median(values), 2) if values else None
+
+        return {
+            "wall_s": med(self.wall_s),
+            "client_cpu_s": med(self.client_cpu_s),
+            "server_cpu_s": med(self.server_cpu_s),
+            "peak_rss_mib": med(self.peak_rss_mib),
+        }
 
 
-def staged(src: Path, prefix: str, endpoint: str, concurrency: int, part_size_mib: int) -> float:
-    options = StageOptions(
-        src,
-        parse_s3_url(f"s3://{BUCKET}/{prefix}"),
-        concurrency=concurrency,
-        part_size_mib=part_size_mib,
-    )
+def run_command(argv: list[str], env: dict[str, str], server_pid: int, into: Measured) -> None:
+    """Run `argv`, recording wall time, its CPU and peak RSS (wait4), and the server's CPU."""
+    server_before = server_cpu_seconds(server_pid)
     started = time.perf_counter()
-    result = stage(options, region=REGION, endpoint_url=endpoint)
-    elapsed = time.perf_counter() - started
-    if not result.ok:
-        raise RuntimeError(f"stage failed: {result.failed}")
-    return elapsed
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {stderr[-2000:]!r}")
+    server_after = server_cpu_seconds(server_pid)
+    into.wall_s.append(wall)
+    into.client_cpu_s.append(usage.ru_utime + usage.ru_stime)
+    into.peak_rss_mib.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    if server_before is not None and server_after is not None:
+        into.server_cpu_s.append(server_after - server_before)
 
 
 def delete_prefix(s3: Any, prefix: str) -> None:
@@ -144,44 +181,95 @@ def delete_prefix(s3: Any, prefix: str) -> None:
             s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
 
 
-def _median_or_none(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(statistics.median(known), 2) if known else None
+def bench_set(
+    name: str, src: Path, repeat: int, aws: Path, endpoint: str, pid: int, key_arn: str, s3: Any
+) -> dict[str, Measured]:
+    env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+    aws_flags = ["--endpoint-url", endpoint, "--sse", "aws:kms", "--sse-kms-key-id", key_arn]
+    aws_flags += ["--only-show-errors", "--no-progress"]
+    stage_flags = ["--endpoint-url", endpoint, "--region", REGION, "--kms-key", key_arn]
+    results = {k: Measured() for k in ("sync", "sync-rerun", "cp", "stage", "stage-rerun")}
+    tools = ["sync", "cp", "stage"]
+    for run in range(repeat):
+        order = tools[run % 3 :] + tools[: run % 3]  # rotate: nobody always goes first
+        for tool in order:
+            prefix = f"{name}-{tool}-{run}"
+            url = f"s3://{BUCKET}/{prefix}"
+            if tool == "sync":
+                argv = [str(aws), "s3", "sync", str(src), url, *aws_flags]
+                run_command(argv, env, pid, results["sync"])
+                run_command(argv, env, pid, results["sync-rerun"])
+            elif tool == "cp":
+                argv = [str(aws), "s3", "cp", str(src), url, "--recursive", *aws_flags]
+                run_command(argv, env, pid, results["cp"])
+            else:
+                with tempfile.TemporaryDirectory() as cache:  # first upload: a cold cache
+                    stage_env = {**env, "LLMCLOUD_CACHE_DIR": cache}
+                    argv = [str(LLMCLOUD), "stage", str(src), url, *stage_flags]
+                    run_command(argv, stage_env, pid, results["stage"])
+                    run_command(argv, stage_env, pid, results["stage-rerun"])
+            delete_prefix(s3, prefix)
+    return results
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def summarize(name: str, results: dict[str, Measured]) -> dict[str, Any]:
+    m = {k: v.medians() for k, v in results.items()}
+    files, size = DATA_SETS[name]
+    return {
+        "files": files,
+        "bytes_per_file": size,
+        "median": m,
+        "ratios_stage_over_awscli": {
+            "rerun_wall_vs_sync": _ratio(m["stage-rerun"]["wall_s"], m["sync-rerun"]["wall_s"]),
+            "first_wall_vs_sync": _ratio(m["stage"]["wall_s"], m["sync"]["wall_s"]),
+            "first_wall_vs_cp": _ratio(m["stage"]["wall_s"], m["cp"]["wall_s"]),
+            "first_client_cpu_vs_cp": _ratio(m["stage"]["client_cpu_s"], m["cp"]["client_cpu_s"]),
+            "first_client_cpu_vs_sync": _ratio(
+                m["stage"]["client_cpu_s"], m["sync"]["client_cpu_s"]
+            ),
+            "first_server_cpu_vs_sync": _ratio(
+                m["stage"]["server_cpu_s"], m["sync"]["server_cpu_s"]
+            ),
+        },
+        "raw": {k: vars(v) for k, v in results.items()},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--size-mib", type=float, default=4.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--part-size-mib", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median counts")
-    parser.add_argument("--server", choices=("process", "thread"), default="process")
+    parser.add_argument("--sets", default="small,medium,large", help="comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--awscli", help="an `aws` executable (default: the benchmark venv)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    names = [n for n in args.sets.split(",") if n]
+    unknown = [n for n in names if n not in DATA_SETS]
+    if unknown:
+        parser.error(f"--sets {','.join(unknown)}: unknown; use {', '.join(DATA_SETS)}")
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    size_bytes = int(args.size_mib * MIB)
-    total_mib = args.files * size_bytes / MIB
-    times: dict[str, list[float]] = {"baseline": [], "stage": [], "resume": []}
-
-    cpu: dict[str, list[tuple[float, float | None]]] = {name: [] for name in times}
-
-    with tempfile.TemporaryDirectory() as tmp, moto_server(args.server) as (endpoint, pid):
-
-        def measure(name: str, run: Any) -> None:
-            client_cpu, server_cpu = time.process_time(), server_cpu_seconds(pid)
-            times[name].append(run())
-            after = server_cpu_seconds(pid)
-            cpu[name].append(
-                (
-                    time.process_time() - client_cpu,
-                    None if after is None or server_cpu is None else after - server_cpu,
-                )
-            )
-
-        src = make_dataset(Path(tmp), args.files, size_bytes)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(name, None)
+    aws = ensure_awscli(args.awscli)
+    version = (
+        subprocess.run(
+            [str(aws), "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        or "unknown"
+    )
+    report: dict[str, Any] = {
+        "awscli": version,
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "repeat": args.repeat,
+        "sets": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp, moto_server() as (endpoint, pid):
         s3 = client("s3", region=REGION, endpoint_url=endpoint)
         kms = client("kms", region=REGION, endpoint_url=endpoint)
         key_arn = kms.create_key(Description="bench data key")["KeyMetadata"]["Arn"]
@@ -199,71 +287,30 @@ def main() -> None:
                 ]
             },
         )
-        # Warm-up (imports, connection pools, server code paths), not measured.
-        warm = make_dataset(Path(tmp) / "warm", 4, 64 * 1024)
-        baseline(s3, warm, "warm-b", key_arn)
-        staged(warm, "warm-s", endpoint, args.concurrency, args.part_size_mib)
-
-        for run in range(args.repeat):
-            # Alternate the order so neither side always runs on a warmer server.
-            order = ("baseline", "stage") if run % 2 == 0 else ("stage", "baseline")
-            for which in order:
-                prefix = f"{which}-{run}"
-                if which == "baseline":
-                    measure("baseline", lambda p=prefix: baseline(s3, src, p, key_arn))
-                else:
-                    for name in ("stage", "resume"):
-                        measure(
-                            name,
-                            lambda p=prefix: staged(
-                                src, p, endpoint, args.concurrency, args.part_size_mib
-                            ),
-                        )
-                delete_prefix(s3, prefix)
-
-    median = {name: statistics.median(values) for name, values in times.items()}
-    ratio = median["baseline"] / median["stage"]
-    report = {
-        "files": args.files,
-        "size_mib": args.size_mib,
-        "total_mib": round(total_mib, 1),
-        "concurrency": args.concurrency,
-        "server": args.server,
-        "cpus": os.cpu_count(),
-        "repeat": args.repeat,
-        "seconds": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
-        "median_seconds": {k: round(v, 3) for k, v in median.items()},
-        "mib_per_s": {k: round(total_mib / v, 1) for k, v in median.items()},
-        "median_cpu_seconds": {
-            k: {
-                "client": round(statistics.median(c for c, _ in v), 2),
-                "server": _median_or_none([s for _, s in v]),
-            }
-            for k, v in cpu.items()
-        },
-        "ratio_baseline_over_stage": round(ratio, 2),
-        "target_ratio": 2.0,
-    }
+        for name in names:
+            files, size = DATA_SETS[name]
+            src = make_dataset(Path(tmp) / name, files, size)
+            results = bench_set(name, src, args.repeat, aws, endpoint, pid, key_arn, s3)
+            report["sets"][name] = summarize(name, results)
+            shutil.rmtree(src)
+            if not args.json:
+                _print_set(name, report["sets"][name])
+    report["load_avg_at_end"] = os.getloadavg()
     if args.json:
         print(json.dumps(report))
-        return
-    print(
-        f"{args.files} files x {args.size_mib:g} MiB = {total_mib:.0f} MiB, moto_server "
-        f"({args.server}) on 127.0.0.1, {os.cpu_count()} CPUs, median of {args.repeat}"
-    )
-    labels = {
-        "baseline": "baseline  boto3 upload_file loop, 1 thread",
-        "stage": f"stage     --concurrency {args.concurrency}",
-        "resume": "resume    stage rerun, all skipped",
-    }
-    for name, label in labels.items():
-        cpus = report["median_cpu_seconds"][name]
-        server = "n/a" if cpus["server"] is None else f"{cpus['server']:.1f}"
+
+
+def _print_set(name: str, summary: dict[str, Any]) -> None:
+    files, size = summary["files"], summary["bytes_per_file"]
+    print(f"{name}: {files} x {size / MIB:g} MiB, median of the rounds")
+    for tool, m in summary["median"].items():
+        rss = f", peak RSS {m['peak_rss_mib']:.0f} MiB" if m["peak_rss_mib"] else ""
         print(
-            f"  {label:<44} {median[name]:7.2f} s  {total_mib / median[name]:7.1f} MiB/s"
-            f"   cpu s: client {cpus['client']:.1f}, server {server}"
+            f"  {tool:<12} wall {m['wall_s']:7.2f} s   client cpu {m['client_cpu_s']:6.2f} s   "
+            f"server cpu {m['server_cpu_s'] or 0:6.2f} s{rss}"
         )
-    print(f"  ratio baseline / stage: {ratio:.2f}x (target >= 2.0x)")
+    for ratio, value in summary["ratios_stage_over_awscli"].items():
+        print(f"  stage / aws  {ratio:<26} {value}")
 
 
 if __name__ == "__main__":

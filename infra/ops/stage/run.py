@@ -4,9 +4,10 @@ in a thread pool, then the manifest. `stage()` is the entry point the CLI calls.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -291,14 +292,22 @@ class _Stager:
         if not todo:
             return entries
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="llmcloud-stage")
+        # Futures report to a queue as they finish: waiting on the set of pending futures
+        # instead costs O(pending) per wake-up, which dominated the CPU of 2 000 small files.
+        finished: queue.SimpleQueue[tuple[Future[_Outcome], LocalFile]] = queue.SimpleQueue()
         try:
             try:
-                by_future = {pool.submit(self.process, f, c): f for f, c in todo}
-                pending: set[Future[_Outcome]] = set(by_future)
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        self._record(self._outcome(fut, by_future[fut]), result, entries)
+                for file, cached in todo:
+                    fut = pool.submit(self.process, file, cached)
+                    fut.add_done_callback(lambda f, file=file: finished.put((f, file)))
+                for _ in range(len(todo)):
+                    while True:
+                        try:  # a timeout, so a Ctrl-C reaches the main thread promptly
+                            fut, file = finished.get(timeout=0.5)
+                            break
+                        except queue.Empty:
+                            continue
+                    self._record(self._outcome(fut, file), result, entries)
             except BaseException:
                 # Ctrl-C or a fatal error: threads stop at their next chunk or part, and
                 # multipart uploads in flight are aborted before the pool is gone.
@@ -347,6 +356,10 @@ class _Stager:
         self.display.file_done()
 
 
+def _manifest_unchanged(previous: dict[str, ManifestEntry], entries: list[ManifestEntry]) -> bool:
+    return len(previous) == len(entries) and all(previous.get(e.key) == e for e in entries)
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
@@ -370,6 +383,9 @@ def stage_client(
         max_pool_connections=2 * concurrency + 2,
         s3={"payload_signing_enabled": False},
         request_checksum_calculation="when_required",
+        # stage builds every request's parameters itself; validating them again costs
+        # ~0.1 ms of CPU per request (measured with cProfile on 2 000 small files).
+        parameter_validation=False,
     )
 
 
@@ -423,6 +439,11 @@ def stage(
         cache.close()
 
     if not options.dry_run and result.ok:
-        result.manifest_url = write_manifest(s3, options.dest, target, entries)
+        if _manifest_unchanged(records, entries):
+            # Nothing uploaded and every entry as the manifest in S3 has it: rewriting it
+            # would only change its staged_at (and cost a PUT of the whole document).
+            result.manifest_url = f"s3://{options.dest.bucket}/{options.dest.key(MANIFEST_NAME)}"
+        else:
+            result.manifest_url = write_manifest(s3, options.dest, target, entries)
     result.seconds = time.perf_counter() - t0
     return result
