@@ -147,3 +147,21 @@ def shm_volume(size: PodSize) -> dict[str, Any]:
 
 def shm_mount() -> dict[str, str]:
     return {"name": "shm", "mountPath": SHM_MOUNT}
+
+
+def efa_environment(group: GpuNodeGroupConfig) -> dict[str, str]:
+    """libfabric/NCCL settings of a pod that talks over the node's EFA interfaces (empty for a
+    group without EFA): the efa provider, fork safety for dataloader/engine subprocesses, no
+    huge pages (none reserved on the nodes), GPUDirect RDMA on the p-families that have it."""
+    if not group.efa_enabled:
+        return {}
+    env = {
+        "FI_PROVIDER": "efa",
+        "FI_EFA_FORK_SAFE": "1",
+        "FI_EFA_USE_HUGE_PAGE": "0",
+        "NCCL_DEBUG": "WARN",
+        "NCCL_SOCKET_IFNAME": "^lo,docker",
+    }
+    if group.instance.family.startswith("p"):  # GPUDirect RDMA: p4d, p5, p5e, p5en
+        env["FI_EFA_USE_DEVICE_RDMA"] = "1"
+    return env

@@ -157,18 +157,7 @@ def environment(group: GpuNodeGroupConfig, region: str) -> list[dict[str, str]]:
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
         "AWS_REGION": region,
     }
-    if group.efa_enabled:
-        env.update(
-            {
-                "FI_PROVIDER": "efa",
-                "FI_EFA_FORK_SAFE": "1",
-                "FI_EFA_USE_HUGE_PAGE": "0",  # no hugepages reserved on the nodes
-                "NCCL_DEBUG": "WARN",
-                "NCCL_SOCKET_IFNAME": "^lo,docker",
-            }
-        )
-        if group.instance.family.startswith("p"):  # GPUDirect RDMA: p4d, p5, p5e, p5en
-            env["FI_EFA_USE_DEVICE_RDMA"] = "1"
+    env.update(pods.efa_environment(group))  # one definition with serving's multi-node pods
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
