@@ -380,24 +380,23 @@ def preflight(
 ) -> None:
     """Check GPU capacity before `pulumi up`: vCPU quotas, offerings per zone, reservations.
 
+    Also the account: service-linked roles and the principals the key policies name.
     Read-only. Exit 0 the deploy can get its instances, 1 something blocks it (the table
-    says how to fix it), 2 bad config, usage, credentials or permissions.
+    says how to fix it), 2 bad config, usage, credentials, permissions or a check that could
+    not be made (reported as incomplete, with its name).
     """
     import json
 
     import botocore.exceptions as bce
 
-    from infra.ops.awsclient import AwsUsageError, client
-    from infra.ops.preflight import BotoCapacityApi, render_table, run_preflight
+    from infra.ops.awsclient import AwsUsageError
+    from infra.ops.preflight import boto_api, render_table, run_preflight
 
     if format not in ("table", "json"):
         raise fail(f"--format {format!r} is not a format; use one of: table, json")
     config, region = _stack_region(project, stack, region)
     try:
-        api = BotoCapacityApi(
-            client("ec2", region=region, endpoint_url=endpoint_url),
-            client("service-quotas", region=region, endpoint_url=endpoint_url),
-        )
+        api = boto_api(region, endpoint_url)  # short bounded retries and timeouts
         report = run_preflight(config, api, region=region)
     except AwsUsageError as e:
         raise fail(str(e)) from None

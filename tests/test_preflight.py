@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from botocore.utils import parse_timestamp
 from moto import mock_aws
@@ -23,7 +24,19 @@ from infra.cli import app
 from infra.config import parse_stack_config
 from infra.ops import awsclient
 from infra.ops.awsclient import AwsUsageError
-from infra.ops.preflight import BotoCapacityApi, quota_for, run_preflight
+from infra.ops.preflight import (
+    PREFLIGHT_CLIENT_CONFIG,
+    PREFLIGHT_READ_TIMEOUT_S,
+    BotoCapacityApi,
+    CheckUnavailable,
+    Finding,
+    PreflightReport,
+    _account_findings,
+    quota_for,
+    render_table,
+    run_preflight,
+)
+from infra.security.keys import key_policy_principals
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "aws"
 ROOT = Path(__file__).resolve().parent.parent
@@ -475,12 +488,23 @@ def test_cli_passes_the_dev_stack_against_moto_with_enough_quota(moto, aws_env, 
         app, ["preflight", "--stack", "dev", "--project", str(ROOT), "--format", "json"]
     )
     assert result.exit_code == 0, result.output
-    # throttling is retried with backoff by the shared client factory's adaptive mode
-    assert sorted(c.meta.service_model.service_name for c in made) == ["ec2", "service-quotas"]
-    assert all(c.meta.config.retries["mode"] == "adaptive" for c in made)
+    # a short bounded retry (standard mode, 3 attempts) and short timeouts, for every client
+    assert sorted(c.meta.service_model.service_name for c in made) == [
+        "ec2",
+        "iam",
+        "service-quotas",
+        "sts",
+    ]
+    assert all(c.meta.config.retries == PREFLIGHT_CLIENT_CONFIG["retries"] for c in made)
+    assert all(c.meta.config.read_timeout == PREFLIGHT_READ_TIMEOUT_S for c in made)
     report = json.loads(result.stdout)
-    assert report["ok"] and report["region"] == "us-east-1"
-    assert {f["check"] for f in report["findings"]} == {"quota", "offering"}
+    assert report["ok"] and report["region"] == "us-east-1" and report["incomplete"] == []
+    assert {f["check"] for f in report["findings"]} == {
+        "quota",
+        "offering",
+        "service-linked-role",
+        "key-principal",
+    }
 
 
 def test_cli_exits_1_with_a_table_that_says_how_to_fix_the_blocker(moto, aws_env, monkeypatch):
@@ -515,3 +539,169 @@ def test_cli_usage_errors_exit_2(args, message, aws_env):
     result = CliRunner().invoke(app, ["preflight", "--project", str(ROOT), *args])
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+# ----------------------------------------------------------------------------- honesty
+
+
+@pytest.fixture
+def moto_server(aws_env):
+    """moto as a real HTTP endpoint: calls it does not implement answer 500, as a partial
+    AWS-compatible endpoint does."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_an_endpoint_refusing_the_quota_call_is_incomplete_exit_2_within_10_s(moto_server):
+    import time
+
+    start = time.monotonic()
+    result = CliRunner().invoke(
+        app,
+        [
+            "preflight",
+            "--stack",
+            "dev",
+            "--project",
+            str(ROOT),
+            "--endpoint-url",
+            moto_server,
+            "--format",
+            "json",
+        ],
+    )
+    elapsed_s = time.monotonic() - start
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["incomplete"] == ["quota"] and not report["ok"]
+    quota = [f for f in report["findings"] if f["check"] == "quota"]
+    assert quota and all(f["status"] == "incomplete" for f in quota)
+    assert "GetAWSDefaultServiceQuota" in quota[0]["detail"]
+    assert not any(f["status"] == "blocked" for f in report["findings"])
+    # the other checks were still made
+    assert {f["check"] for f in report["findings"] if f["status"] == "ok"} >= {"offering"}
+    assert elapsed_s < 10, elapsed_s  # bound of the contract, not a benchmark
+
+
+def test_an_operation_that_failed_once_is_not_called_again():
+    calls = []
+
+    class Quotas:
+        def get_service_quota(self, **kw):
+            calls.append(kw["QuotaCode"])
+            raise ClientError(
+                {
+                    "Error": {"Code": "ThrottlingException"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "GetServiceQuota",
+            )
+
+    api = BotoCapacityApi(ec2=None, quotas=Quotas())
+    for code in ("L-1", "L-2"):
+        with pytest.raises(CheckUnavailable, match="ThrottlingException"):
+            api.vcpu_quota(code)
+    assert calls == ["L-1"]
+
+
+def test_a_table_with_an_incomplete_check_says_so_and_is_not_blocked():
+    from rich.console import Console
+
+    report = PreflightReport(
+        "dev",
+        "us-east-1",
+        [Finding("quota", "incomplete", ("h100",), "could not check: x failed (500)", "again")],
+    )
+    console = Console(record=True, width=200)
+    render_table(report, console)
+    text = console.export_text()
+    assert "INCOMPLETE" in text and "quota" in text and "BLOCKED" not in text
+    assert report.exit_code == 2 and not report.blocked
+
+
+# ----------------------------------------------------------------------------- fresh accounts
+
+
+def account_config(**security):
+    return parse_stack_config(
+        {
+            "aws:region": "us-east-1",
+            "llmcloud:environment": "dev",
+            "llmcloud:network": {"availability_zones": ["us-east-1a", "us-east-1b"]},
+            "llmcloud:security": security,
+        },
+        project="llmcloud",
+        stack="dev",
+    )
+
+
+@pytest.fixture
+def iam_api(aws_env):
+    import boto3
+
+    with mock_aws():
+        iam = boto3.client("iam", region_name="us-east-1")
+        sts = boto3.client("sts", region_name="us-east-1")
+        yield iam, BotoCapacityApi(ec2=None, quotas=None, iam=iam, sts=sts)
+
+
+def account_findings(config, api):
+    return {(f.check, f.groups[0] if f.groups else ""): f for f in _account_findings(config, api)}
+
+
+def test_a_fresh_account_without_the_auto_scaling_role_is_fine_when_the_stack_creates_it(iam_api):
+    _, api = iam_api
+    found = account_findings(account_config(), api)
+    asg = found[("service-linked-role", "AWSServiceRoleForAutoScaling")]
+    assert asg.status == "ok" and "the stack creates it" in asg.detail
+    assert ("service-linked-role", "AWSServiceRoleForEC2Spot") not in found  # no spot groups
+
+
+def test_a_missing_auto_scaling_role_blocks_when_the_stack_does_not_create_it(iam_api):
+    _, api = iam_api
+    found = account_findings(account_config(create_service_linked_roles=False), api)
+    asg = found[("service-linked-role", "AWSServiceRoleForAutoScaling")]
+    assert asg.status == "blocked"
+    assert "create-service-linked-role --aws-service-name autoscaling.amazonaws.com" in asg.fix
+
+
+def test_an_existing_role_the_stack_would_create_again_is_reported(iam_api):
+    iam, api = iam_api
+    iam.create_service_linked_role(AWSServiceName="autoscaling.amazonaws.com")
+    asg = account_findings(account_config(), api)[
+        ("service-linked-role", "AWSServiceRoleForAutoScaling")
+    ]
+    assert asg.status == "blocked" and "create_service_linked_roles: false" in asg.fix
+    off = account_findings(account_config(create_service_linked_roles=False), api)
+    assert off[("service-linked-role", "AWSServiceRoleForAutoScaling")].status == "ok"
+
+
+def test_key_policy_principals_that_do_not_exist_are_reported(iam_api):
+    iam, api = iam_api
+    here = "arn:aws:iam::123456789012:role/security-admin"
+    elsewhere = "arn:aws:iam::444455556666:role/security-admin"
+    config = account_config(key_admin_arns=[here, elsewhere])
+    found = account_findings(config, api)
+    assert found[("key-principal", here)].status == "blocked"
+    assert "MalformedPolicyDocumentException" in found[("key-principal", here)].detail
+    assert found[("key-principal", elsewhere)].status == "warn"
+    iam.create_role(RoleName="security-admin", AssumeRolePolicyDocument="{}")
+    assert account_findings(config, api)[("key-principal", here)].status == "ok"
+
+
+def test_preflight_checks_the_principals_the_key_policies_name():
+    config = account_config(key_admin_arns=["arn:aws:iam::123456789012:role/a"])
+    assert key_policy_principals(config, "123456789012") == [
+        "arn:aws:iam::123456789012:root",
+        "arn:aws:iam::123456789012:role/a",
+        "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/"
+        "AWSServiceRoleForAutoScaling",
+    ]

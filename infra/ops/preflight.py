@@ -11,9 +11,23 @@ For each node group of the stack config:
 Groups on reserved capacity are checked against their reservation, not the vCPU quota: an
 ODCR took its quota when it was created, and a Capacity Block is capacity bought outright.
 
-The AWS calls sit behind `CapacityApi` (three reads), so the decision logic is tested with
-recorded API responses where moto has no implementation (capacity reservations, EC2
-quotas), and `BotoCapacityApi` is the one implementation that talks to AWS.
+For the account (fresh accounts, issue 15):
+- the service-linked roles the stack depends on exist, or the stack creates them
+  (`security.create_service_linked_roles`); one that exists but the stack would create again
+  makes `pulumi up` fail, and is reported;
+- every principal the KMS key policies name exists (KMS refuses a policy with an unknown
+  principal: `MalformedPolicyDocumentException`); principals in other accounts cannot be
+  checked from here and are reported as such.
+
+A check that cannot be made (the API is not implemented, throttled, or answers 5xx after a
+short bounded retry, or times out) is reported as `incomplete` with its name, never as
+`blocked`: exit 1 means a blocker was found, exit 2 that some check could not be made. The
+clients retry at most `PREFLIGHT_MAX_ATTEMPTS` times with short timeouts, and an operation
+that failed once is not called again, so the whole run stays within seconds.
+
+The AWS calls sit behind `CapacityApi`, so the decision logic is tested with recorded API
+responses where moto has no implementation (capacity reservations, EC2 quotas), and
+`BotoCapacityApi` is the one implementation that talks to AWS.
 """
 
 from __future__ import annotations
@@ -23,13 +37,63 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+import botocore.exceptions as bce
 from botocore.exceptions import ClientError
 
 from infra.catalog import load_catalog
 from infra.config import StackConfig
+from infra.ops import awsclient
 from infra.ops.awsclient import aws_errors, error_code
+from infra.security.keys import key_policy_principals
+from infra.security.service_roles import SERVICE_LINKED_ROLES, needed_services
 
-Status = Literal["ok", "warn", "blocked"]
+Status = Literal["ok", "warn", "blocked", "incomplete"]
+Check = Literal["quota", "offering", "reservation", "service-linked-role", "key-principal"]
+
+# Preflight's clients: a short bounded retry and short timeouts (a read that cannot be made
+# is reported, not waited for). Standard mode backs off at most ~1 s then ~2 s.
+PREFLIGHT_MAX_ATTEMPTS = 3
+PREFLIGHT_CONNECT_TIMEOUT_S = 3
+PREFLIGHT_READ_TIMEOUT_S = 5
+PREFLIGHT_CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "total_max_attempts": PREFLIGHT_MAX_ATTEMPTS},
+    "connect_timeout": PREFLIGHT_CONNECT_TIMEOUT_S,
+    "read_timeout": PREFLIGHT_READ_TIMEOUT_S,
+}
+# Tag the stack's own resources carry (provider default tags): a service-linked role with it
+# was created by this stack.
+STACK_TAG = "llmcloud:stack"
+
+
+class CheckUnavailable(Exception):
+    """An AWS read that could not be made: not implemented, throttled, 5xx, a timeout."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"{operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
+
+
+def _unavailable_reason(exc: BaseException) -> str | None:
+    """Why a call failed in a way no user action fixes, or None for anything else."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = error_code(exc)
+        if status >= 500 or code in (
+            "Throttling",
+            "ThrottlingException",
+            "TooManyRequests",
+            "RequestLimitExceeded",
+            "NotImplemented",
+            "InternalFailure",
+            "ServiceUnavailable",
+        ):
+            return f"{code or 'HTTP ' + str(status)} after {PREFLIGHT_MAX_ATTEMPTS} attempts"
+        return None
+    if isinstance(exc, (bce.ReadTimeoutError, bce.ConnectTimeoutError, bce.ConnectionClosedError)):
+        return f"no answer within {PREFLIGHT_READ_TIMEOUT_S} s ({type(exc).__name__})"
+    return None
+
 
 # EC2 vCPU quotas by instance family and market (Service Quotas, service code "ec2").
 # Source: EC2 User Guide, "Amazon EC2 service quotas" and "Spot Instance quotas"; the P5
@@ -95,11 +159,73 @@ class CapacityApi(Protocol):
 
 
 class BotoCapacityApi:
-    """`CapacityApi` over boto3 clients (service-quotas and ec2)."""
+    """`CapacityApi` over boto3 clients (service-quotas and ec2, iam and sts for the account
+    checks). An operation that could not be made once raises `CheckUnavailable` again at once
+    (no second wait on an endpoint that refuses it)."""
 
-    def __init__(self, ec2: Any, quotas: Any) -> None:
+    def __init__(self, ec2: Any, quotas: Any, iam: Any = None, sts: Any = None) -> None:
         self.ec2 = ec2
         self.quotas = quotas
+        self.iam = iam
+        self.sts = sts
+        self._down: dict[str, CheckUnavailable] = {}
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = object.__getattribute__(self, name)
+        if name in _GUARDED and callable(attr):
+            return object.__getattribute__(self, "_guard")(name, attr)
+        return attr
+
+    def _guard(self, name: str, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name in self._down:
+                raise self._down[name]
+            try:
+                return method(*args, **kwargs)
+            except NotImplementedError as e:  # an emulator (moto in-process) lacking the call
+                self._down[name] = CheckUnavailable(_OPERATIONS[name], f"not implemented ({e})")
+                raise self._down[name] from None
+            except (ClientError, bce.BotoCoreError) as e:
+                reason = _unavailable_reason(e)
+                if reason is None:
+                    raise
+                self._down[name] = CheckUnavailable(_OPERATIONS[name], reason)
+                raise self._down[name] from None
+
+        return call
+
+    def account_id(self) -> str:
+        with aws_errors("read the account id (sts:GetCallerIdentity)"):
+            return str(self.sts.get_caller_identity()["Account"])
+
+    def role_tags(self, role_name: str) -> dict[str, str] | None:
+        """The role's tags, None when there is no such role."""
+        try:
+            with aws_errors(f"read role {role_name} (iam:GetRole)"):
+                role = self.iam.get_role(RoleName=role_name)["Role"]
+        except ClientError as e:
+            if error_code(e) == "NoSuchEntity":
+                return None
+            raise
+        return {t["Key"]: t["Value"] for t in role.get("Tags", [])}
+
+    def principal_exists(self, arn: str) -> bool:
+        """Whether an IAM role or user of this account exists (by its ARN)."""
+        kind, _, path_name = arn.split(":", 5)[5].partition("/")
+        name = path_name.rsplit("/", 1)[-1]
+        try:
+            with aws_errors(f"read {kind} {name} (iam:Get{kind.capitalize()})"):
+                if kind == "role":
+                    self.iam.get_role(RoleName=name)
+                elif kind == "user":
+                    self.iam.get_user(UserName=name)
+                else:
+                    return True  # root, assumed roles: not IAM entities to look up
+        except ClientError as e:
+            if error_code(e) == "NoSuchEntity":
+                return False
+            raise
+        return True
 
     def vcpu_quota(self, code: str) -> float | None:
         try:
@@ -151,11 +277,35 @@ class BotoCapacityApi:
         return found[0] if found else None
 
 
+# The reads guarded by BotoCapacityApi, and the API operation each one makes (named in the
+# `incomplete` finding).
+_OPERATIONS = {
+    "vcpu_quota": "servicequotas:GetServiceQuota/GetAWSDefaultServiceQuota",
+    "offered_zones": "ec2:DescribeInstanceTypeOfferings",
+    "capacity_reservation": "ec2:DescribeCapacityReservations",
+    "account_id": "sts:GetCallerIdentity",
+    "role_tags": "iam:GetRole",
+    "principal_exists": "iam:GetRole/GetUser",
+}
+_GUARDED = frozenset(_OPERATIONS)
+
+
+def boto_api(region: str, endpoint_url: str | None = None) -> BotoCapacityApi:
+    """The API over clients with preflight's short retries and timeouts."""
+
+    def make(service: str) -> Any:
+        return awsclient.client(
+            service, region=region, endpoint_url=endpoint_url, **PREFLIGHT_CLIENT_CONFIG
+        )
+
+    return BotoCapacityApi(make("ec2"), make("service-quotas"), make("iam"), make("sts"))
+
+
 @dataclass(frozen=True)
 class Finding:
     """One check's outcome; `fix` says what to do when it is not ok."""
 
-    check: Literal["quota", "offering", "reservation"]
+    check: Check
     status: Status
     groups: tuple[str, ...]
     detail: str
@@ -178,14 +328,22 @@ class PreflightReport:
         return any(f.status == "blocked" for f in self.findings)
 
     @property
+    def incomplete(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "incomplete"]
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.blocked else 0
+        """1 a blocker was found; else 2 when a check could not be made; else 0."""
+        if self.blocked:
+            return 1
+        return 2 if self.incomplete else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
             "region": self.region,
-            "ok": not self.blocked,
+            "ok": not self.blocked and not self.incomplete,
+            "incomplete": sorted({f.check for f in self.incomplete}),
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -244,8 +402,97 @@ def run_preflight(
     report.findings.extend(_offering_findings(groups, api, config, region))
     for group in groups:
         if group.reservation_id:
-            report.findings.append(_reservation_finding(group, api, now))
+            try:
+                report.findings.append(_reservation_finding(group, api, now))
+            except CheckUnavailable as e:
+                report.findings.append(_incomplete("reservation", (group.name,), e))
+    if hasattr(api, "role_tags"):
+        report.findings.extend(_account_findings(config, api))
     return report
+
+
+def _incomplete(check: Check, groups: tuple[str, ...], e: CheckUnavailable) -> Finding:
+    return Finding(
+        check,
+        "incomplete",
+        groups,
+        f"could not check: {e.operation} failed ({e.reason})",
+        f"run `llmcloud preflight` again later; if it persists, check {e.operation} by hand",
+    )
+
+
+# ----------------------------------------------------------------------------- account
+
+
+def _account_findings(config: StackConfig, api: Any) -> Iterable[Finding]:
+    """Service-linked roles, and the principals the key policies name."""
+    creates = config.security.create_service_linked_roles
+    for service in needed_services(config):
+        role = SERVICE_LINKED_ROLES[service]
+        try:
+            tags = api.role_tags(role)
+        except CheckUnavailable as e:
+            yield _incomplete("service-linked-role", (role,), e)
+            continue
+        if tags is None and creates:
+            yield Finding(
+                "service-linked-role", "ok", (role,), f"absent: the stack creates it for {service}"
+            )
+        elif tags is None:
+            yield Finding(
+                "service-linked-role",
+                "blocked",
+                (role,),
+                f"absent, and security.create_service_linked_roles is false; {service} needs it",
+                f"aws iam create-service-linked-role --aws-service-name {service}, or set "
+                "security.create_service_linked_roles: true",
+            )
+        elif creates and tags.get(STACK_TAG) != config.stack:
+            yield Finding(
+                "service-linked-role",
+                "blocked",
+                (role,),
+                "exists already (not created by this stack): creating it again fails",
+                "set security.create_service_linked_roles: false (the account has the roles), "
+                "or `pulumi import` it into the stack",
+            )
+        else:
+            yield Finding("service-linked-role", "ok", (role,), f"exists ({service})")
+    try:
+        account = api.account_id()
+    except CheckUnavailable as e:
+        yield _incomplete("key-principal", (), e)
+        return
+    for arn in key_policy_principals(config, account):
+        if "aws-service-role/" in arn:
+            continue  # the service-linked roles above
+        owner = arn.split(":")[4]
+        if owner != account:
+            yield Finding(
+                "key-principal",
+                "warn",
+                (arn,),
+                f"in account {owner}, not {account}: it cannot be checked from here, and KMS "
+                "refuses the key policy if it does not exist",
+                f"check it exists in {owner} before `pulumi up`",
+            )
+            continue
+        try:
+            exists = api.principal_exists(arn)
+        except CheckUnavailable as e:
+            yield _incomplete("key-principal", (arn,), e)
+            continue
+        if exists:
+            yield Finding("key-principal", "ok", (arn,), "exists")
+        else:
+            yield Finding(
+                "key-principal",
+                "blocked",
+                (arn,),
+                "named in the KMS key policies but does not exist: KMS refuses the policy "
+                "(MalformedPolicyDocumentException: invalid principals)",
+                "create it first, or remove it from security.key_admin_arns",
+            )
 
 
 # ----------------------------------------------------------------------------- quotas
@@ -265,7 +512,11 @@ def _quota_findings(groups: list[_Group], api: CapacityApi, region: str) -> Iter
         breakdown = " + ".join(
             f"{g.name} {g.max_size}×{g.instance_type} ({v} vCPUs)" for g, v in users
         )
-        value = api.vcpu_quota(quota.code)
+        try:
+            value = api.vcpu_quota(quota.code)
+        except CheckUnavailable as e:
+            yield _incomplete("quota", names, e)
+            continue
         if value is None:
             yield Finding(
                 "quota",
@@ -304,7 +555,11 @@ def _offering_findings(
     offered_cache: dict[str, set[str]] = {}
     for g in groups:
         if g.instance_type not in offered_cache:
-            offered_cache[g.instance_type] = api.offered_zones(g.instance_type)
+            try:
+                offered_cache[g.instance_type] = api.offered_zones(g.instance_type)
+            except CheckUnavailable as e:
+                yield _incomplete("offering", (g.name,), e)
+                continue
         offered = offered_cache[g.instance_type]
         missing = [z for z in g.zones if z not in offered]
         if not missing:
@@ -506,6 +761,7 @@ def _reservation_finding(group: _Group, api: CapacityApi, now: datetime) -> Find
 
 def render_table(report: PreflightReport, console: Any) -> None:
     from rich.table import Table
+    from rich.text import Text  # details quote AWS and config text: not rich markup
 
     table = Table(
         title=f"llmcloud preflight {report.stack} ({report.region})",
@@ -514,19 +770,22 @@ def render_table(report: PreflightReport, console: Any) -> None:
     )
     for column in ("check", "node group", "status", "detail", "how to fix"):
         table.add_column(column, overflow="fold")
-    styles = {"ok": "green", "warn": "yellow", "blocked": "red bold"}
-    order = {"blocked": 0, "warn": 1, "ok": 2}
+    styles = {"ok": "green", "warn": "yellow", "blocked": "red bold", "incomplete": "magenta bold"}
+    order = {"blocked": 0, "incomplete": 1, "warn": 2, "ok": 3}
     for f in sorted(report.findings, key=lambda f: (order[f.status], f.check, f.groups)):
         table.add_row(
             f.check,
             ", ".join(f.groups),
             f"[{styles[f.status]}]{f.status}[/]",
-            f.detail,
-            f.fix,
+            Text(f.detail),
+            Text(f.fix),
         )
     console.print(table)
     if report.blocked:
         n = sum(f.status == "blocked" for f in report.findings)
         console.print(f"[red bold]BLOCKED[/]: {n} check(s) would stop the deploy")
-    else:
+    if report.incomplete:
+        names = ", ".join(sorted({f.check for f in report.incomplete}))
+        console.print(f"[magenta bold]INCOMPLETE[/]: could not check {names}")
+    if not report.blocked and not report.incomplete:
         console.print("[green bold]OK[/]: quotas, offerings and reservations allow the deploy")
