@@ -24,6 +24,13 @@ SYSTEM_GROUP: Final = "system"  # the system node group's name (and NODE_GROUP_L
 # GPU nodes carry `nvidia.com/gpu=true:NoSchedule`; only pods that tolerate it land there.
 GPU_TAINT_KEY: Final = "nvidia.com/gpu"
 GPU_TAINT_EFFECT: Final = "NoSchedule"  # the Kubernetes spelling (EKS API: NO_SCHEDULE)
+# Taint effects as the EKS node group API spells them -> as Kubernetes does
+# (https://docs.aws.amazon.com/eks/latest/APIReference/API_Taint.html).
+EKS_TAINT_EFFECTS: Final = {
+    "NO_SCHEDULE": "NoSchedule",
+    "NO_EXECUTE": "NoExecute",
+    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+}
 
 
 def gpu_toleration() -> dict[str, str]:

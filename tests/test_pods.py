@@ -11,6 +11,7 @@ import pytest
 from infra.config import GpuNodeGroupConfig
 from infra.contracts import (
     EFA_RESOURCE,
+    EKS_TAINT_EFFECTS,
     GPU_RESOURCE,
     GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
@@ -19,14 +20,6 @@ from infra.contracts import (
     gpu_toleration,
 )
 from workloads import pods
-
-# Taint effects: the EKS API's spelling -> the Kubernetes one
-# (https://docs.aws.amazon.com/eks/latest/APIReference/API_Taint.html).
-EKS_TAINT_EFFECTS = {
-    "NO_SCHEDULE": "NoSchedule",
-    "NO_EXECUTE": "NoExecute",
-    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
-}
 
 
 def group(gpu: str, **kwargs: Any) -> GpuNodeGroupConfig:

@@ -16,6 +16,7 @@ import pulumi_aws as aws
 
 from infra.config import CiConfig
 from infra.context import Context, policy_document
+from infra.contracts import STS_AUDIENCE
 from infra.security.roles import managed_policy_arn
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
@@ -86,7 +87,7 @@ class GithubOidc(pulumi.ComponentResource):
             provider_arn = aws.iam.OpenIdConnectProvider(
                 "github",
                 url=f"https://{GITHUB_OIDC_HOST}",
-                client_id_lists=["sts.amazonaws.com"],
+                client_id_lists=[STS_AUDIENCE],
                 thumbprint_lists=GITHUB_THUMBPRINTS,
                 opts=child,
             ).arn
@@ -144,7 +145,7 @@ def _github_trust(provider_arn: pulumi.Input[str], subjects: list[str]) -> pulum
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
                     "StringEquals": {
-                        f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
+                        f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
                         f"{GITHUB_OIDC_HOST}:sub": subjects if len(subjects) > 1 else subjects[0],
                     }
                 },

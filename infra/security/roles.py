@@ -23,6 +23,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.context import Context, policy_document
+from infra.contracts import STS_AUDIENCE
 from infra.security.statements import statement_problems
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
@@ -277,7 +278,7 @@ class PodRole(pulumi.ComponentResource):
             lambda host: {
                 "StringEquals": {
                     f"{host}:sub": f"system:serviceaccount:{args.namespace}:{args.service_account}",
-                    f"{host}:aud": "sts.amazonaws.com",
+                    f"{host}:aud": STS_AUDIENCE,
                 }
             }
         )

@@ -18,7 +18,13 @@ from typing import Any
 
 from pulumi_policy import PolicyConfigSchema
 
-from infra.contracts import GPU_RESOURCE, GPU_TAINT_KEY, SYSTEM_NAMESPACES, WORKLOAD_LABEL
+from infra.contracts import (
+    GPU_RESOURCE,
+    GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY,
+    SYSTEM_NAMESPACES,
+    WORKLOAD_LABEL,
+)
 from policies.rules.base import (
     PolicySettings,
     Reporter,
@@ -298,7 +304,7 @@ def _tolerates_gpu(template: PodTemplate) -> bool:
             continue
         key, operator = toleration.get("key"), toleration.get("operator") or "Equal"
         effect = toleration.get("effect")
-        if effect not in (None, "", "NoSchedule"):
+        if effect not in (None, "", GPU_TAINT_EFFECT):
             continue
         if key in (None, "") and operator == "Exists":
             return True  # tolerates every taint
