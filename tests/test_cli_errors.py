@@ -247,3 +247,49 @@ def test_make_plan_prints_only_the_tool_output(tmp_path):
         check=True,
     )
     assert result.stdout == '{"argv": "plan --stack prod --format json"}\n'
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def test_plan_table_shows_names_and_values_in_brackets_as_written(tmp_path):
+    from tests.conftest import write_project
+
+    program = """
+import pulumi
+import pulumi_aws as aws
+aws.eks.Cluster("[bold]c", version="1.35", role_arn="arn:aws:iam::123456789012:role/c",
+    vpc_config={"subnet_ids": ["subnet-1", "subnet-2"]})
+pulumi.export("endpoint", "[red]http://x")
+"""
+    project = write_project(tmp_path / "p", program)
+    result = CliRunner().invoke(app, ["plan", "--project", str(project), "--stack", "dev"])
+    assert "[red]http://x" in result.stdout
+    assert "[bold]c" in result.stdout  # the cost table's resource name
+
+
+def test_preflight_and_smoke_tables_show_details_in_brackets_as_written():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from infra.ops import preflight, smoke
+
+    buffer = StringIO()
+    finding = preflight.Finding(
+        check="quota",
+        groups=("h100",),
+        status="blocked",
+        detail="L-417A185B [bold]0 vCPU",
+        fix="ask [i]support",
+    )
+    preflight.render_table(
+        preflight.PreflightReport(stack="dev", region="us-east-1", findings=[finding]),
+        Console(file=buffer, width=200),
+    )
+    assert "[bold]0 vCPU" in buffer.getvalue() and "ask [i]support" in buffer.getvalue()
+    buffer = StringIO()
+    result = smoke.SmokeResult(url="http://x")
+    result.checks.append(smoke.Check(name="models", ok=False, detail="got [bold]nothing"))
+    smoke.render(result, Console(file=buffer, width=200))
+    assert "got [bold]nothing" in buffer.getvalue()

@@ -568,9 +568,12 @@ def _snake(operation: str) -> str:
 
 
 def render_table(report: AuditReport, console: Any) -> None:
+    from rich.markup import escape  # names and notes are text, not markup
+
     kinds = Counter(r.kind for r in report.resources)
     console.print(
-        f"[bold]llmcloud audit[/] [cyan]{report.project} / {report.stack}[/] ({report.region}): "
+        f"[bold]llmcloud audit[/] [cyan]{escape(report.project)} / {escape(report.stack)}[/] "
+        f"({report.region}): "
         + (", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no resources")
         + " checked",
         highlight=False,
@@ -578,7 +581,7 @@ def render_table(report: AuditReport, console: Any) -> None:
     if report.findings:
         console.print(findings_table(report.findings, "Drift"))
     for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{escape(note)}[/]")
     if report.drift:
         console.print(
             f"[red bold]DRIFT[/]: {len(report.drift)} finding(s) against the policy rules"

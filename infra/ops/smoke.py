@@ -240,13 +240,14 @@ def _run(client, root, key, model, result, check) -> None:
 def render(result: SmokeResult, console: Any) -> None:
     """A table of the checks and the streaming numbers, for people."""
     from rich.table import Table
+    from rich.text import Text  # details quote the endpoint's replies: not rich markup
 
     table = Table(title=f"smoke {result.url}", show_lines=False)
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for c in result.checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", Text(c.detail))
     console.print(table)
     if result.ttft_s is not None and result.tokens_per_s is not None:
         console.print(

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -102,13 +103,13 @@ def render_table(report: PlanReport, console: Console) -> None:
     console.print(_cost_table(report))
     if plan.warnings:
         for w in plan.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
+            console.print(f"[yellow]warning:[/] {escape(w)}")
     if plan.outputs:
         out = Table(title="Outputs", show_header=True, header_style="bold")
         out.add_column("name")
         out.add_column("value", overflow="fold")
         for k, v in plan.outputs.items():
-            out.add_row(k, v if isinstance(v, str) else json.dumps(v))
+            out.add_row(Text(k), Text(v if isinstance(v, str) else json.dumps(v)))
         console.print(out)
     verdict = (
         "[red bold]FAILED[/]: mandatory policy violations"
@@ -156,7 +157,7 @@ def _cost_table(report: PlanReport) -> Any:
     table.add_column("$/h max", justify="right")
     for item in sorted(cost.items, key=lambda i: -i.hourly_max):
         table.add_row(
-            f"{item.name} [dim]{item.description}[/]",
+            f"{escape(item.name)} [dim]{escape(item.description)}[/]",
             item.pricing,
             f"{item.hourly_idle:,.2f}",
             f"{item.hourly_max:,.2f}",
