@@ -3,14 +3,16 @@ and reserved capacity labelled; the dev stack's totals pinned against the data f
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import pytest
 
 from infra.catalog import load_catalog
 from infra.config import parse_stack_config
 from infra.network.vpc import INTERFACE_ENDPOINTS
-from infra.plan.cost import estimate_cost, load_prices
+from infra.plan.cost import PRICES_PATH, estimate_cost, load_prices
 from infra.plan.report import render_markdown
 from infra.plan.results import HOURS_PER_MONTH
 from infra.security.keys import PURPOSES
@@ -167,7 +169,8 @@ def test_instance_type_missing_from_the_catalog_is_noted_not_guessed(plan_progra
     plan = plan_groups(plan_program, 'group("odd", "x2iedn.32xlarge", 0, 1, "on_demand")')
     report = estimate_cost(plan, None)
     assert not [i for i in report.items if i.name == "odd"]
-    assert any("x2iedn.32xlarge is not in the catalog" in n for n in report.notes)
+    assert any("x2iedn.32xlarge has no recorded price" in n for n in report.notes)
+    assert [u["type"] for u in report.unpriced] == ["aws:eks/nodeGroup:NodeGroup"]
 
 
 # ----------------------------------------------------------------------------- other resources
@@ -383,3 +386,59 @@ def test_prod_reserved_capacity_is_labelled_not_guessed(stack_report):
     odcr = next(i for n, i in items.items() if "h200-odcr" in n and i.type.endswith("NodeGroup"))
     assert (block.pricing, block.hourly_max) == ("capacity_block", 0.0)
     assert odcr.pricing == "reservation" and odcr.hourly_idle == odcr.hourly_max > 0
+
+
+# ----------------------------------------------------------------------------- services next to a platform
+
+
+def test_non_gpu_instance_sizes_are_priced_by_memory_from_motos_instance_data():
+    """Every recorded size's memory is moto's (the sizes' source), and the family rate is
+    the reference size's list price over its memory: m5.24xlarge = 48 × m5.large."""
+    import moto
+
+    data_file = Path(moto.__file__).parent / "ec2" / "resources" / "instance_types.json.gz"
+    moto_types = json.loads(gzip.decompress(data_file.read_bytes()))
+    for itype, gib in PRICES.ec2_memory_gib.items():
+        assert moto_types[itype]["MemoryInfo"]["SizeInMiB"] / 1024 == pytest.approx(gib), itype
+    raw = json.loads(PRICES_PATH.read_text())
+    for family, ref in raw["ec2_reference_size"].items():
+        assert PRICES.ec2_hourly_usd(ref["type"]) == pytest.approx(ref["hourly_usd"]), family
+    assert PRICES.ec2_hourly_usd("m5.24xlarge") == pytest.approx(
+        48 * PRICES.ec2_hourly_usd("m5.large")
+    )
+    assert PRICES.ec2_hourly_usd("x2iedn.xlarge") is None
+
+
+SERVICES = """
+import pulumi_aws as aws
+aws.ec2.Instance("web", ami="ami-1", instance_type="t3.micro",
+                 root_block_device={"volume_size": 30, "volume_type": "gp3"})
+aws.lb.LoadBalancer("alb", subnets=["subnet-1", "subnet-2"])
+aws.lb.LoadBalancer("nlb", load_balancer_type="network", subnets=["subnet-1"])
+aws.rds.Instance("db", engine="postgres", instance_class="db.t3.medium", allocated_storage=100,
+                 multi_az=True, username="app", password="not-a-real-one")
+for i in range(3):
+    aws.rds.Instance(f"legacy{i}", engine="oracle-ee", instance_class="db.r5.24xlarge",
+                     allocated_storage=20)
+aws.ecs.Service("api", cluster="c", task_definition="t", launch_type="FARGATE")
+aws.iam.Role("role", assume_role_policy="{}")
+"""
+
+
+def test_instances_load_balancers_and_databases_are_priced_and_the_rest_listed(plan_program):
+    report = estimate_cost(plan_program(SERVICES), None)
+    web = item(report, "web")
+    assert web.hourly_max == pytest.approx(PRICES.ec2_hourly_usd("t3.micro") + gp3_hourly(30))
+    assert item(report, "alb").hourly_max == pytest.approx(PRICES.alb_hourly_usd)
+    assert item(report, "nlb").hourly_max == pytest.approx(PRICES.nlb_hourly_usd)
+    # Multi-AZ bills the standby instance and its storage too; gp2 is the API's default.
+    rds_rate = PRICES.rds_instance_hourly_usd["postgres"]["db.t3.medium"]
+    storage = 100 * PRICES.rds_storage_gb_month_usd["gp2"] / HOURS_PER_MONTH
+    assert item(report, "db").hourly_max == pytest.approx(2 * (rds_rate + storage))
+    unpriced = {u["type"]: u["count"] for u in report.unpriced}
+    assert unpriced == {"aws:rds/instance:Instance": 3, "aws:ecs/service:Service": 1}
+    assert any(
+        n.startswith("not priced: 3 × aws:rds/instance:Instance, 1 × aws:ecs/service:Service")
+        for n in report.notes
+    )
+    assert report.to_json()["unpriced"][0]["count"] == 3

@@ -18,7 +18,7 @@ Capacity is labelled, not guessed:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -44,6 +44,11 @@ LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 K8S_SERVICE = "kubernetes:core/v1:Service"
 TRAIL = "aws:cloudtrail/trail:Trail"
+EC2_INSTANCE = "aws:ec2/instance:Instance"
+AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
+LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+CLASSIC_LOAD_BALANCER = "aws:elb/loadBalancer:LoadBalancer"
+RDS_INSTANCE = "aws:rds/instance:Instance"
 
 # EKS capacityType -> our capacity label, when a node group carries no llmcloud:capacity tag.
 _CAPACITY_TYPES = {"ON_DEMAND": "on_demand", "SPOT": "spot", "CAPACITY_BLOCK": "capacity_block"}
@@ -78,6 +83,28 @@ class Prices:
     cloudwatch_logs_ingestion_per_gb_usd: float
     cloudwatch_logs_storage_gb_month_usd: float
     nlb_hourly_usd: float
+    alb_hourly_usd: float = 0.0
+    gwlb_hourly_usd: float = 0.0
+    clb_hourly_usd: float = 0.0
+    ec2_usd_per_gib_hour: dict[str, float] = field(default_factory=dict)
+    ec2_memory_gib: dict[str, float] = field(default_factory=dict)
+    ec2_default_root_volume_gb: int = 8
+    rds_instance_hourly_usd: dict[str, dict[str, float]] = field(default_factory=dict)
+    rds_engine_aliases: dict[str, str] = field(default_factory=dict)
+    rds_storage_gb_month_usd: dict[str, float] = field(default_factory=dict)
+    no_charge_type_prefixes: tuple[str, ...] = ()
+
+    def ec2_hourly_usd(self, instance_type: str) -> float | None:
+        """On-demand $/h of a non-GPU instance type of a recorded family: the family's rate
+        per GiB-hour × the size's memory (moto's instance data); None if not recorded."""
+        rate = self.ec2_usd_per_gib_hour.get(instance_type.split(".", 1)[0])
+        memory = self.ec2_memory_gib.get(instance_type)
+        if rate is None or memory is None:
+            return None
+        return round(rate * memory, 6)
+
+    def no_charge(self, token: str) -> bool:
+        return token.startswith(self.no_charge_type_prefixes)
 
 
 @cache
@@ -116,6 +143,21 @@ def load_prices(path: Path = PRICES_PATH) -> Prices:
         cloudwatch_logs_ingestion_per_gb_usd=float(raw["cloudwatch_logs_ingestion_per_gb_usd"]),
         cloudwatch_logs_storage_gb_month_usd=float(raw["cloudwatch_logs_storage_gb_month_usd"]),
         nlb_hourly_usd=float(raw["nlb_hourly_usd"]),
+        alb_hourly_usd=float(raw["alb_hourly_usd"]),
+        gwlb_hourly_usd=float(raw["gwlb_hourly_usd"]),
+        clb_hourly_usd=float(raw["clb_hourly_usd"]),
+        ec2_usd_per_gib_hour={
+            k: float(v) for k, v in raw["ec2_on_demand_usd_per_gib_hour"].items()
+        },
+        ec2_memory_gib={k: float(v) for k, v in raw["ec2_instance_memory_gib"].items()},
+        ec2_default_root_volume_gb=int(raw["ec2_default_root_volume_gb"]),
+        rds_instance_hourly_usd={
+            engine: {cls: float(v) for cls, v in classes.items()}
+            for engine, classes in raw["rds_instance_hourly_usd"].items()
+        },
+        rds_engine_aliases=dict(raw["rds_engine_aliases"]),
+        rds_storage_gb_month_usd={k: float(v) for k, v in raw["rds_storage_gb_month_usd"].items()},
+        no_charge_type_prefixes=tuple(raw["no_charge_type_prefixes"]),
     )
 
 
@@ -191,6 +233,9 @@ class _Estimator:
         self.items: list[CostItem] = []
         self.notes: list[str] = []
         self._labels: set[str] = set()
+        # resources looked at and deliberately not priced (usage-only, free by design)
+        self._accounted: set[str] = set()
+        self._failed: set[str] = set()  # partly priced: listed as not priced all the same
 
     # ------------------------------------------------------------------ driver
 
@@ -220,9 +265,37 @@ class _Estimator:
         self._log_groups()
         self._trails()
         self._load_balancers()
+        self._ec2_instances()
+        self._autoscaling_groups()
+        self._aws_load_balancers()
+        self._rds_instances()
         self._capacity_notes()
         self.items.sort(key=lambda i: i.urn)
-        return CostReport(items=self.items, notes=self.notes)
+        unpriced = self._unpriced()
+        return CostReport(items=self.items, notes=self.notes, unpriced=unpriced)
+
+    def _unpriced(self) -> list[dict[str, Any]]:
+        """Every resource the estimate neither priced nor knows AWS does not bill by itself,
+        by type, with a note: an unpriced resource is not free."""
+        priced = {i.urn for i in self.items} | self._accounted
+        missing: dict[str, list[str]] = {}
+        for r in self.plan.resources:
+            if r.urn not in self._failed and (
+                not r.custom or r.urn in priced or self.prices.no_charge(r.type)
+            ):
+                continue
+            missing.setdefault(r.type, []).append(r.urn)
+        out = [
+            {"type": token, "count": len(urns), "urns": sorted(urns)}
+            for token, urns in sorted(missing.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ]
+        if out:
+            self.notes.append(
+                "not priced: "
+                + ", ".join(f"{u['count']} × {u['type']}" for u in out)
+                + " (no recorded price: the totals leave them out)"
+            )
+        return out
 
     def _region(self) -> str | None:
         if self.config is not None:
@@ -289,21 +362,20 @@ class _Estimator:
                 "template; not priced."
             )
             return
-        known = [self.catalog.instance_types[t] for t in types if t in self.catalog.instance_types]
-        if len(known) != len(types):
-            missing = [t for t in types if t not in self.catalog.instance_types]
+        rates = {t: self._instance_hourly(t) for t in types}
+        missing = [t for t, rate in rates.items() if rate is None]
+        if missing:
+            self._failed.add(group.urn)  # its volumes may be priced; its instances are not
             self.notes.append(
-                f"Node group {group.name}: instance type {', '.join(missing)} is not in the "
-                "catalog (infra/data/catalog.json); not priced."
+                f"Node group {group.name}: instance type {', '.join(missing)} has no recorded "
+                "price (infra/data/catalog.json, infra/data/prices.json); not priced."
             )
             return
         # On-demand groups launch the first type (prioritized); spot may get any: upper bound.
-        instance = (
-            max(known, key=lambda i: i.on_demand_hourly_usd) if capacity == "spot" else known[0]
-        )
-        rate = instance.on_demand_hourly_usd
+        name = max(types, key=lambda t: rates[t] or 0.0) if capacity == "spot" else types[0]
+        rate = float(rates[name] or 0.0)
         sizes = f"{low}–{high} nodes" if low != high else f"{high} nodes"
-        base = f"{instance.name} at {_usd(rate)}/h × {sizes}"
+        base = f"{name} at {_usd(rate)}/h × {sizes}"
         reservation = _reservation_id(lt_inputs)
         if capacity == "spot":
             self._add(
@@ -449,6 +521,7 @@ class _Estimator:
             for e in self.plan.by_type(VPC_ENDPOINT)
             if e.inputs.get("vpcEndpointType") == "Interface"
         ]
+        self._accounted.update(e.urn for e in self.plan.by_type(VPC_ENDPOINT))  # gateway: free
         for endpoint in interface:
             zones = len(endpoint.inputs.get("subnetIds") or []) or 1
             rate = self.prices.interface_endpoint_hourly_usd_per_az * zones
@@ -555,6 +628,115 @@ class _Estimator:
                 rate,
                 rate,
                 "Network Load Balancer provisioned for this Service (hours; NLCU usage left out)",
+            )
+
+    # ------------------------------------------------------------------ services next to a platform
+
+    def _instance_hourly(self, instance_type: str) -> float | None:
+        """On-demand $/h: the GPU catalog, else the recorded non-GPU families."""
+        known = self.catalog.instance_types.get(instance_type)
+        if known is not None:
+            return known.on_demand_hourly_usd
+        return self.prices.ec2_hourly_usd(instance_type)
+
+    def _root_volume(self, inputs: dict[str, Any]) -> tuple[float, str]:
+        """Monthly price and description of an instance's root and extra EBS volumes."""
+        volumes = [dict(inputs.get("rootBlockDevice") or {})]
+        volumes += [dict(v) for v in inputs.get("ebsBlockDevices") or []]
+        monthly, shown = 0.0, []
+        for i, ebs in enumerate(volumes):
+            size = float(
+                ebs.get("volumeSize") or (self.prices.ec2_default_root_volume_gb if i == 0 else 0)
+            )
+            vtype = str(ebs.get("volumeType") or self.prices.ebs_default_volume_type)
+            price = ebs_volume_month_usd(
+                self.prices, size, vtype, ebs.get("iops"), ebs.get("throughput")
+            )
+            if price is None or not size:
+                continue
+            monthly += price
+            shown.append(f"{vtype} {size:,.0f} GiB")
+        return monthly, " + ".join(shown)
+
+    def _ec2_instances(self) -> None:
+        for instance in self.plan.by_type(EC2_INSTANCE):
+            itype = str(instance.inputs.get("instanceType") or "")
+            rate = self._instance_hourly(itype)
+            if rate is None:
+                continue  # listed as not priced
+            volume_month, volumes = self._root_volume(instance.inputs)
+            h = rate + _hourly(volume_month)
+            default_root = not (instance.inputs.get("rootBlockDevice") or {}).get("volumeSize")
+            self._add(
+                instance,
+                h,
+                h,
+                f"{itype} at {_usd(rate)}/h + EBS {volumes}"
+                + (
+                    " (the AMI's root size is not in the plan: 8 GiB assumed)"
+                    if default_root
+                    else ""
+                ),
+            )
+
+    def _autoscaling_groups(self) -> None:
+        templates = self.plan.by_type(LAUNCH_TEMPLATE)
+        for group in self.plan.by_type(AUTOSCALING_GROUP):
+            inputs = group.inputs
+            spec = inputs.get("launchTemplate") or {}
+            template = _template_of(group, templates) if spec else None
+            itype = str((template.inputs if template else {}).get("instanceType") or "")
+            rate = self._instance_hourly(itype) if itype else None
+            if rate is None:
+                continue  # listed as not priced
+            low, high = int(inputs.get("minSize") or 0), int(inputs.get("maxSize") or 0)
+            volume_month, volumes = self._root_volume(template.inputs if template else {})
+            per_node = rate + _hourly(volume_month)
+            self._add(
+                group,
+                low * per_node,
+                high * per_node,
+                f"{itype} at {_usd(rate)}/h + EBS {volumes} × {low}–{high} instances",
+            )
+
+    def _aws_load_balancers(self) -> None:
+        kinds = {
+            "application": (self.prices.alb_hourly_usd, "Application Load Balancer", "LCU"),
+            "network": (self.prices.nlb_hourly_usd, "Network Load Balancer", "NLCU"),
+            "gateway": (self.prices.gwlb_hourly_usd, "Gateway Load Balancer", "GLCU"),
+        }
+        for lb in [r for r in self.plan.resources if r.type in LOAD_BALANCERS]:
+            kind = str(lb.inputs.get("loadBalancerType") or "application")
+            if kind not in kinds:
+                continue
+            rate, label, unit = kinds[kind]
+            self._add(lb, rate, rate, f"{label} hours ({unit}-hours are usage, left out)")
+        for lb in self.plan.by_type(CLASSIC_LOAD_BALANCER):
+            rate = self.prices.clb_hourly_usd
+            self._add(lb, rate, rate, "Classic Load Balancer hours (data processed is usage)")
+
+    def _rds_instances(self) -> None:
+        for db in self.plan.by_type(RDS_INSTANCE):
+            i = db.inputs
+            engine = self.prices.rds_engine_aliases.get(str(i.get("engine") or ""))
+            cls = str(i.get("instanceClass") or "")
+            rate = self.prices.rds_instance_hourly_usd.get(engine or "", {}).get(cls)
+            if rate is None:
+                continue  # listed as not priced
+            copies = 2 if i.get("multiAz") else 1  # Multi-AZ: one standby, billed the same
+            # CreateDBInstance: StorageType defaults to io1 with Iops, else gp2.
+            storage = str(i.get("storageType") or ("io1" if i.get("iops") else "gp2"))
+            per_gb = self.prices.rds_storage_gb_month_usd.get(storage, 0.0)
+            storage_h = _hourly(float(i.get("allocatedStorage") or 0) * per_gb)
+            h = copies * (rate + storage_h)
+            self._add(
+                db,
+                h,
+                h,
+                f"RDS {i.get('engine')} {cls} at {_usd(rate)}/h + {storage} "
+                f"{i.get('allocatedStorage') or 0} GB"
+                + (", Multi-AZ (× 2)" if copies == 2 else "")
+                + "; backups beyond the database's size and I/O are usage",
             )
 
     # ------------------------------------------------------------------ notes

@@ -180,6 +180,7 @@ class Plan:
     warnings: list[str]
     elapsed_s: float
     notices: list[dict[str, Any]] = field(default_factory=list)
+    region: str | None = None  # the stack's aws:region, which the mocks answered for
 
     def by_type(self, token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == token]
@@ -652,6 +653,7 @@ def evaluate(
         warnings=collector.warnings,
         elapsed_s=elapsed,
         notices=notices,
+        region=region,
     )
 
 

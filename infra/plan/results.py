@@ -49,6 +49,8 @@ class CostReport:
     currency: str = "USD"
     items: list[CostItem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # resources of types with no recorded price: [{"type", "count", "urns"}], most first
+    unpriced: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def hourly_idle(self) -> float:
@@ -69,4 +71,5 @@ class CostReport:
             "hours_per_month": HOURS_PER_MONTH,
             "items": [i.to_json() for i in self.items],
             "notes": list(self.notes),
+            "unpriced": list(self.unpriced),
         }
