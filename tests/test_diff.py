@@ -238,3 +238,18 @@ def test_plan_compare_puts_the_diff_first_and_the_full_plan_collapsed(tmp_path):
     assert runner.invoke(app, [*args, "--format", "sarif"]).exit_code == 2
     missing = runner.invoke(app, ["plan", "--project", str(project), "--compare", "nope.json"])
     assert missing.exit_code == 2 and "nope.json: no such file" in missing.stderr
+
+
+def test_the_pull_request_comment_is_the_diff_against_the_base_branch():
+    """The offline PR job plans the PR's base with its own code and comments the head's plan
+    --compare'd against it (the diff first, the full plan collapsed)."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "pull-request.yml").read_text())
+    steps = {s.get("name"): s for s in workflow["jobs"]["offline-plan"]["steps"]}
+    base = steps["Plan the base offline"]
+    assert "github.event.pull_request.base.sha" in base["env"]["BASE_SHA"]
+    assert "git worktree add --detach ../base" in base["run"]
+    assert "--format json" in base["run"]
+    head = steps["Plan offline"]
+    assert "steps.base.outputs.compare" in head["env"]["BASE_PLAN"]
+    assert '--compare "$BASE_PLAN"' in head["run"] and "--format markdown" in head["run"]
+    assert "out/plan-${stack}.md" in steps["Sticky PR comment"]["with"]["script"]
