@@ -758,6 +758,22 @@ def test_hash_cache_lookup_matches_size_mtime_and_inode(tmp_path: Path):
     assert reopened.lookup(dataclasses.replace(file, inode=file.inode + 1)) is None
 
 
+def test_hash_cache_forgets_files_no_longer_in_the_tree(tmp_path: Path):
+    src = _dataset(tmp_path, count=2)
+    _age(src)
+    first, second = staging.list_local_files(src)
+    cache = staging.HashCache(src, tmp_path / "cache.sqlite3")
+    for file in (first, second):
+        cache.store(file, staging.digest_file(file.path, file.size, None))
+    cache.flush()
+    cache.keep_only([second])  # the first file was deleted from SRC
+    cache.flush()
+
+    reopened = staging.HashCache(src, tmp_path / "cache.sqlite3")
+
+    assert reopened.lookup(first) is None and reopened.lookup(second) is not None
+
+
 def test_a_file_modified_just_now_is_not_cached(tmp_path: Path):
     src = _dataset(tmp_path, count=1)  # written a moment ago: racily clean
     (file,) = staging.list_local_files(src)

@@ -163,6 +163,7 @@ class HashCache:
         self.path = path or cache_dir() / CACHE_FILE_NAME
         self._rows: dict[str, _Row] = {}
         self._pending: list[tuple[str, _Row]] = []
+        self._forget: list[str] = []
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.hits = 0
@@ -213,14 +214,25 @@ class HashCache:
         with self._lock:
             self._pending.append((self._key(file), row))
 
+    def keep_only(self, files: list[LocalFile]) -> None:
+        """Forget, at the next `flush`, the files under the root that are no longer there
+        (call only when `files` is the whole tree, not a --include/--exclude selection)."""
+        present = {self._key(f) for f in files}
+        self._forget = [path for path in self._rows if path not in present]
+
     def flush(self) -> None:
         """Write what `store` collected (called from the thread that opened the cache)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        if self._db is None or not pending:
+        forget, self._forget = self._forget, []
+        for path in forget:
+            self._rows.pop(path, None)
+        self._rows.update(pending)
+        if self._db is None or not (pending or forget):
             return
         try:
             with self._db:
+                self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in forget])
                 self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(path, *row) for path, row in pending],

@@ -422,6 +422,8 @@ def stage(
 
     result = StageResult(options.dest, len(files), sum(f.size for f in files))
     cache = cache or HashCache(options.src)
+    if not options.include and not options.exclude:
+        cache.keep_only(files)  # deleted files leave the cache with this run
     try:
         with Display(
             console, len(files), result.bytes_total, upload=not options.dry_run
