@@ -93,6 +93,7 @@ def plan(
         Path | None, typer.Option("--out", "-o", help="Write the report to FILE.")
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show Python tracebacks of program errors.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="List every resource name.")] = False,
     compare: Annotated[
         Path | None,
         typer.Option(
@@ -147,7 +148,7 @@ def plan(
     if base is not None:
         from infra.plan.diff import compared
 
-        render = compared(base, report, format)
+        render = compared(base, report, format, full=full)
         if out:
             write_out(out, render)
         else:
@@ -156,10 +157,13 @@ def plan(
     if format == "table":
         if out:
             write_out(
-                out, lambda fh: render_table(report, Console(file=fh, width=140, no_color=True))
+                out,
+                lambda fh: render_table(
+                    report, Console(file=fh, width=140, no_color=True), full=full
+                ),
             )
         else:
-            render_table(report, Console())
+            render_table(report, Console(), full=full)
     else:
         if format == "json":
             text = render_json(report)

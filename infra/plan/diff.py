@@ -438,7 +438,9 @@ def render_json(diff: PlanDiff) -> str:
 # ----------------------------------------------------------------------------- plan --compare
 
 
-def compared(base: dict[str, Any], report: Any, format: str) -> Callable[[TextIO], None]:
+def compared(
+    base: dict[str, Any], report: Any, format: str, full: bool = False
+) -> Callable[[TextIO], None]:
     """`llmcloud plan --compare BASE.json`: the diff against BASE first, then the plan itself
     (markdown: the full plan collapsed under the diff, as the pull-request comment shows it;
     json: the plan report with an added top-level `diff`)."""
@@ -461,7 +463,7 @@ def compared(base: dict[str, Any], report: Any, format: str) -> Callable[[TextIO
             console = (
                 Console(file=fh) if fh.isatty() else Console(file=fh, width=140, no_color=True)
             )
-            plan_report.render_table(report, console)
+            plan_report.render_table(report, console, full=full)
             console.print()
             render_table(diff, console)
 

@@ -77,9 +77,11 @@ def render_json(report: PlanReport) -> str:
 # ----------------------------------------------------------------------------- table
 
 
-def render_table(report: PlanReport, console: Console) -> None:
+def render_table(report: PlanReport, console: Console, full: bool = False) -> None:
+    """The resource tree, findings, cost and outputs; `full` lists every resource name (else
+    the first few of each type per component)."""
     plan = report.plan
-    region = report.config.region if report.config else "-"
+    region = report.config.region if report.config else (report.plan.region or "-")
     title = Text.assemble(
         ("llmcloud plan ", "bold"),
         (f"{plan.project} / {plan.stack}", "bold cyan"),
@@ -88,7 +90,7 @@ def render_table(report: PlanReport, console: Console) -> None:
     )
     tree = Tree(title)
     stack_urn = plan.stack_urn
-    _add_children(plan, tree, stack_urn)
+    _add_children(plan, tree, stack_urn, full)
     console.print(tree)
     totals = gpu_totals(plan)
     if totals:
@@ -119,7 +121,10 @@ def render_table(report: PlanReport, console: Console) -> None:
     console.print(verdict)
 
 
-def _add_children(plan: Plan, node: Tree, parent: str | None) -> None:
+NAMES_SHOWN = 4  # resource names per type and component in the tree, unless --full
+
+
+def _add_children(plan: Plan, node: Tree, parent: str | None, full: bool = False) -> None:
     children = plan.children(parent)
     comps = [c for c in children if not c.custom]
     customs = [c for c in children if c.custom and not c.type.startswith("pulumi:providers:")]
@@ -133,10 +138,13 @@ def _add_children(plan: Plan, node: Tree, parent: str | None) -> None:
                 (comp.type, "bold magenta"), f" {comp.name}  ", (f"{count} resources", "dim")
             )
         )
-        _add_children(plan, branch, comp.urn)
+        _add_children(plan, branch, comp.urn, full)
     for token, n in sorted(Counter(c.type for c in customs).items()):
         names = sorted(c.name for c in customs if c.type == token)
-        shown = ", ".join(names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
+        if full or len(names) <= NAMES_SHOWN:
+            shown = ", ".join(names)
+        else:
+            shown = ", ".join(names[:NAMES_SHOWN]) + f", … (+{len(names) - NAMES_SHOWN}; --full)"
         node.add(Text.assemble((f"{short_type(token)}", "green"), f" ×{n}  ", (shown, "dim")))
 
 
@@ -180,6 +188,60 @@ def _cost_table(report: PlanReport) -> Any:
 # ----------------------------------------------------------------------------- markdown
 
 
+def component_of(plan: Plan, resource: Resource) -> Resource | None:
+    """The nearest component a resource belongs to (itself, for a component)."""
+    if not resource.custom and resource.type != "pulumi:pulumi:Stack":
+        return resource
+    for ancestor in plan.ancestors(resource):
+        if not ancestor.custom and ancestor.type != "pulumi:pulumi:Stack":
+            return ancestor
+    return None
+
+
+def component_dependencies(plan: Plan) -> set[tuple[str, str]]:
+    """(dependency, dependent) component URNs: a resource of the dependent component
+    depends (recorded `dependencies`, property dependencies included) on one of the other,
+    and neither component contains the other."""
+    by_urn = {r.urn: r for r in plan.resources}
+    owner = {r.urn: component_of(plan, r) for r in plan.resources}
+    lineage = {c.urn: {a.urn for a in plan.ancestors(c)} | {c.urn} for c in components(plan)}
+    edges: set[tuple[str, str]] = set()
+    for r in plan.resources:
+        dependent = owner.get(r.urn)
+        if dependent is None:
+            continue
+        recorded = set(r.dependencies)
+        for urns in (r.property_dependencies or {}).values():
+            recorded.update(urns)
+        for urn in recorded:
+            dependency = owner.get(urn) if urn in by_urn else None
+            if dependency is None or dependency.urn == dependent.urn:
+                continue
+            if dependency.urn in lineage[dependent.urn] or dependent.urn in lineage[dependency.urn]:
+                continue
+            edges.add((dependency.urn, dependent.urn))
+    return edges
+
+
+def mermaid_graph(plan: Plan) -> list[str]:
+    """The components as a Mermaid flowchart: containment as solid arrows (parent -> child),
+    dependencies between components as dotted ones (what is needed -> what needs it), as in
+    the README's diagram."""
+    comps = sorted(components(plan), key=lambda c: c.urn)
+    ids = {comp.urn: f"c{i}" for i, comp in enumerate(comps)}
+    lines = ["graph TD"]
+    for comp in comps:
+        count = sum(r.custom for r in descendants(plan, comp.urn))
+        label = f"{comp.type.rsplit(':', 1)[-1]}<br/>{comp.name}<br/>{count} resources"
+        lines.append(f'  {ids[comp.urn]}["{label}"]')
+    for comp in comps:
+        if comp.parent in ids:
+            lines.append(f"  {ids[comp.parent]} --> {ids[comp.urn]}")
+    for dependency, dependent in sorted(component_dependencies(plan)):
+        lines.append(f"  {ids[dependency]} -.-> {ids[dependent]}")
+    return lines
+
+
 def render_markdown(report: PlanReport) -> str:
     plan = report.plan
     lines = [f"## llmcloud plan: `{plan.project}` / `{plan.stack}`", ""]
@@ -192,18 +254,7 @@ def render_markdown(report: PlanReport) -> str:
         f"${cost.hourly_max:,.2f}/h at max (${cost.hourly_idle * HOURS_PER_MONTH:,.0f}–"
         f"${cost.hourly_max * HOURS_PER_MONTH:,.0f}/month)"
     )
-    lines += ["", "```mermaid", "graph TD"]
-    ids: dict[str, str] = {}
-    for i, comp in enumerate(sorted(components(plan), key=lambda c: c.urn)):
-        ids[comp.urn] = f"c{i}"
-    for comp in sorted(components(plan), key=lambda c: c.urn):
-        count = sum(r.custom for r in descendants(plan, comp.urn))
-        label = f"{comp.type.rsplit(':', 1)[-1]}<br/>{comp.name}<br/>{count} resources"
-        lines.append(f'  {ids[comp.urn]}["{label}"]')
-    for comp in sorted(components(plan), key=lambda c: c.urn):
-        parent = comp.parent
-        if parent in ids:
-            lines.append(f"  {ids[parent]} --> {ids[comp.urn]}")
+    lines += ["", "```mermaid", *mermaid_graph(plan)]
     lines += ["```", ""]
     totals = gpu_totals(plan)
     if totals:
@@ -216,6 +267,11 @@ def render_markdown(report: PlanReport) -> str:
     lines += findings_markdown(report.violations)
     lines += ["", "### Cost estimate", ""]
     if cost.items:
+        lines += [
+            f"<details><summary>{len(cost.items)} priced resources: ${cost.hourly_idle:,.2f}/h idle, "
+            f"${cost.hourly_max:,.2f}/h at max</summary>",
+            "",
+        ]
         lines += ["| resource | pricing | $/h idle | $/h max |", "|---|---|--:|--:|"]
         for item in sorted(cost.items, key=lambda i: -i.hourly_max):
             lines.append(
@@ -224,7 +280,7 @@ def render_markdown(report: PlanReport) -> str:
         lines.append(
             f"| **total / hour** | | **{cost.hourly_idle:,.2f}** | **{cost.hourly_max:,.2f}** |"
         )
-        lines += [""] + [f"_{n}_" for n in cost.notes]
+        lines += ["", "</details>", ""] + [f"_{n}_" for n in cost.notes]
     else:
         lines.append("Nothing priced.")
     lines += ["", "<details><summary>Resources by type</summary>", ""]
