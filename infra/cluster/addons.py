@@ -583,7 +583,12 @@ def load_balancer_controller_statements(
 
     Left out, because nothing here uses them: ALBs, their rules and listener certificates,
     WAF/WAFv2, Shield, Cognito, ACM and IAM server certificates (the chart's ALB
-    integrations are switched off to match), and load balancer capacity reservations.
+    integrations are switched off to match), load balancer capacity reservations and IPAM
+    pools on load balancers, and Outposts' customer-owned IP pools (`ec2:GetCoipPoolUsage`,
+    `ec2:DescribeCoipPools`: the ALB `customer-owned-ipv4-pool` annotation only).
+    `tests/test_lb_controller_policy.py` checks every action of the reference policy at the
+    pinned controller version (infra/data/lb_controller_iam_policy.json) is granted or listed
+    here as left out.
     Registering targets needs the cluster tag too, so TargetGroupBindings to target groups
     made outside the controller are not supported."""
     nlbs = ctx.arn("elasticloadbalancing", "loadbalancer/net/*/*")
@@ -630,9 +635,9 @@ def load_balancer_controller_statements(
                 "ec2:DescribeInstances",
                 "ec2:DescribeNetworkInterfaces",
                 "ec2:DescribeTags",
-                "ec2:GetCoipPoolUsage",
-                "ec2:DescribeCoipPools",
-                "ec2:GetSecurityGroupsForVpc",
+                # v2.13+: the subnet resolver's fallback (reachability, IPAM) reads these
+                "ec2:DescribeRouteTables",
+                "ec2:DescribeIpamPools",
                 "elasticloadbalancing:DescribeLoadBalancers",
                 "elasticloadbalancing:DescribeLoadBalancerAttributes",
                 "elasticloadbalancing:DescribeListeners",
@@ -648,6 +653,15 @@ def load_balancer_controller_statements(
                 "elasticloadbalancing:DescribeCapacityReservation",
             ],
             "Resource": "*",
+        },
+        {
+            # ELB checks the caller may use the security groups it attaches (reference: `*`);
+            # the action's one resource type is the VPC (Service Authorization Reference,
+            # Amazon EC2: GetSecurityGroupsForVpc, resource type vpc*)
+            "Sid": "SecurityGroupsOfClusterVpc",
+            "Effect": "Allow",
+            "Action": ["ec2:GetSecurityGroupsForVpc"],
+            "Resource": vpc,
         },
         {
             # the NLB's frontend and the shared backend security group: in our VPC only

@@ -32,6 +32,7 @@ RULE_MODULES: tuple[str, ...] = (
     "kms",
     "eks",
     "deploy_path",
+    "serving_reach",
     "ec2",
     "network",
     "iam",
