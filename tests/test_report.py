@@ -120,3 +120,32 @@ def test_tree_elides_names_unless_full(tmp_path):
     assert all(f"lake-{i}" in tree(True) for i in range(6))
     result = CliRunner().invoke(app, ["plan", "--project", str(project), "--full"])
     assert "lake-5" in buckets_line(result.stdout), result.output
+
+
+def test_transitive_dependencies_are_left_out_of_the_graph():
+    from infra.plan.report import transitive_reduction
+
+    edges = {("net", "cluster"), ("cluster", "jobs"), ("net", "jobs"), ("keys", "jobs")}
+    assert transitive_reduction(edges) == {
+        ("net", "cluster"),
+        ("cluster", "jobs"),
+        ("keys", "jobs"),
+    }
+
+
+def test_prod_graph_connects_network_keys_data_and_cluster(stack_report):
+    plan = stack_report("prod").plan
+    graph = "\n".join(mermaid_graph(plan))
+    ids = {
+        name: re.search(rf"(c\d+)\[\"{kind}<br/>", graph)[1]
+        for name, kind in (
+            ("network", "Network"),
+            ("keys", "Keys"),
+            ("lake", "DataLake"),
+            ("cluster", "Cluster"),
+        )
+    }
+    dotted = re.findall(r"(c\d+) -\.-> (c\d+)", graph)
+    touched = {node for edge in dotted for node in edge}
+    assert set(ids.values()) <= touched
+    assert (ids["network"], ids["cluster"]) in dotted  # the cluster's subnets

@@ -223,10 +223,33 @@ def component_dependencies(plan: Plan) -> set[tuple[str, str]]:
     return edges
 
 
+def transitive_reduction(edges: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The edges not implied by a longer path (A -> C goes when A -> B -> C exists), so the
+    graph shows the layers (network -> cluster -> workloads), not every pair."""
+    successors: dict[str, set[str]] = {}
+    for u, v in edges:
+        successors.setdefault(u, set()).add(v)
+
+    def reachable(start: str, target: str, skip: tuple[str, str]) -> bool:
+        seen, frontier = {start}, [start]
+        while frontier:
+            node = frontier.pop()
+            for nxt in successors.get(node, ()):
+                if (node, nxt) == skip or nxt in seen:
+                    continue
+                if nxt == target:
+                    return True
+                seen.add(nxt)
+                frontier.append(nxt)
+        return False
+
+    return {(u, v) for u, v in edges if not reachable(u, v, skip=(u, v))}
+
+
 def mermaid_graph(plan: Plan) -> list[str]:
     """The components as a Mermaid flowchart: containment as solid arrows (parent -> child),
-    dependencies between components as dotted ones (what is needed -> what needs it), as in
-    the README's diagram."""
+    dependencies between components as dotted ones (what is needed -> what needs it; the
+    direct ones, those implied by a longer path left out), as in the README's diagram."""
     comps = sorted(components(plan), key=lambda c: c.urn)
     ids = {comp.urn: f"c{i}" for i, comp in enumerate(comps)}
     lines = ["graph TD"]
@@ -237,7 +260,7 @@ def mermaid_graph(plan: Plan) -> list[str]:
     for comp in comps:
         if comp.parent in ids:
             lines.append(f"  {ids[comp.parent]} --> {ids[comp.urn]}")
-    for dependency, dependent in sorted(component_dependencies(plan)):
+    for dependency, dependent in sorted(transitive_reduction(component_dependencies(plan))):
         lines.append(f"  {ids[dependency]} -.-> {ids[dependent]}")
     return lines
 
