@@ -100,6 +100,14 @@ def plan(
             "--compare", help="A plan JSON to diff against (shown before the plan).", metavar="BASE"
         ),
     ] = None,
+    policy_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-config",
+            help="Policy settings: the JSON `pulumi preview --policy-pack-config` takes.",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate the Pulumi program for a stack offline: resources, policies, cost.
 
@@ -126,7 +134,7 @@ def plan(
         except DiffError as e:
             raise fail(f"--compare {e}") from None
     try:
-        report = run_plan(project, stack)
+        report = run_plan(project, stack, policy_config)
     except PlanError as e:
         program_traceback = getattr(e, "traceback", None)  # a ProgramError's
         if program_traceback and debug:

@@ -319,3 +319,99 @@ def test_without_a_passphrase_the_placeholder_stays_and_each_key_is_named(
     secrets = [n for n in plan.notices if n["kind"] == "secret"]
     assert [n["key"] for n in secrets] == ["demo:deployKey"]
     assert "PULUMI_CONFIG_PASSPHRASE" in secrets[0]["message"]
+
+
+# ------------------------------------------------------------------ a foreign project's policy settings
+
+WEBSITE = """
+import pulumi, pulumi_aws as aws
+bucket = aws.s3.Bucket("site", tags={"owner": "web"})
+aws.s3.BucketPublicAccessBlock("site", bucket=bucket.id, block_public_acls=False,
+    block_public_policy=False, ignore_public_acls=False, restrict_public_buckets=False)
+aws.s3.BucketObject("index", bucket=bucket.id, content="hi", key="index.html")
+aws.ec2.SecurityGroup("ssh", ingress=[{"protocol": "tcp", "from_port": 22, "to_port": 22,
+                                       "cidr_blocks": ["0.0.0.0/0"]}])
+"""
+
+
+def _findings(report) -> dict[str, str]:
+    return {v.policy: v.enforcement for v in report.violations}
+
+
+def test_a_foreign_project_gets_each_rules_default_and_no_required_tags(tmp_path):
+    from infra.plan.run import run_plan
+    from tests.conftest import write_project
+
+    report = run_plan(write_project(tmp_path / "p", WEBSITE), "dev")
+    found = _findings(report)
+    assert "tags-required" not in found  # llmcloud's team / cost-center are not demanded
+    # Each rule's own default: high and critical findings mandatory, the others advisory.
+    assert found["s3-public-access-block"] == "mandatory"  # critical
+    assert found["s3-versioning"] == "advisory"  # medium
+    assert report.exit_code == 1
+
+
+def test_a_policy_pack_config_sets_levels_all_and_rule_properties(tmp_path):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "p", WEBSITE)
+    config = tmp_path / "policy-config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "all": "advisory",
+                "sg-no-open-ingress": {"enforcementLevel": "mandatory"},
+                "s3-versioning": "disabled",
+                "tags-required": {"requiredTags": ["owner", "env"]},
+            }
+        )
+    )
+    out = tmp_path / "plan.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["plan", "--project", str(project), "--policy-config", str(config), "--format", "json",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output  # the one rule left mandatory fires
+    doc = json.loads(out.read_text())
+    found = {v["policy"]: v for v in doc["violations"] if v["policy"] != "tags-required"}
+    assert found.pop("sg-no-open-ingress")["enforcement"] == "mandatory"
+    assert "s3-versioning" not in found
+    assert {v["enforcement"] for v in found.values()} == {"advisory"}
+    # The rule's own config property: the bucket has `owner` but not `env`.
+    tags = {
+        v["urn"].rsplit("::", 1)[-1] + " " + v["urn"].split("$")[-1].split("::")[0]: v["message"]
+        for v in doc["violations"]
+        if v["policy"] == "tags-required"
+    }
+    assert "tag(s) env " in tags["site aws:s3/bucket:Bucket"]
+    assert "tag(s) owner, env " in tags["ssh aws:ec2/securityGroup:SecurityGroup"]
+
+    config.write_text(json.dumps({"s3-versionning": "advisory"}))
+    bad = runner.invoke(app, ["plan", "--project", str(project), "--policy-config", str(config)])
+    assert bad.exit_code == 2
+    assert "'s3-versionning' is not a rule of the llmcloud pack; did you mean 's3-versioning'" in (
+        bad.output
+    )
+    config.write_text(json.dumps({"all": "strict"}))
+    bad = runner.invoke(app, ["plan", "--project", str(project), "--policy-config", str(config)])
+    assert bad.exit_code == 2 and "all = 'strict' is not an enforcement level" in bad.output
+
+
+def test_llmcloud_policies_in_a_foreign_stack_need_no_other_llmcloud_config(tmp_path):
+    from infra.plan.run import run_plan
+    from tests.conftest import write_project
+
+    project = write_project(
+        tmp_path / "p",
+        WEBSITE,
+        {"llmcloud:policies": {"enforcement": "advisory", "required_tags": ["env"]}},
+    )
+    report = run_plan(project, "dev")
+    assert set(_findings(report).values()) == {"advisory"}
+    assert report.exit_code == 0
+    assert any(v.policy == "tags-required" and "env" in v.message for v in report.violations)

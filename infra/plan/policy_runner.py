@@ -90,10 +90,20 @@ def evaluate_policies(
             providers.get(_provider_urn(plan, resource)),
         )
         for policy in applicable:
-            _run(policy, args, resource.urn, settings, findings, names or {})
-    stack_args = StackValidationArgs(_policy_resources(plan, providers))
+            config = settings.rule_properties.get(policy.name)
+            policy_args = args
+            if config:  # the rule's policy-pack config properties, as `args.get_config()`
+                policy_args = ResourceValidationArgs(
+                    args.resource_type, args.props, args.urn, args.name, args.opts,
+                    args.provider, config,
+                )  # fmt: skip
+            _run(policy, policy_args, resource.urn, settings, findings, names or {})
+    stack_resources = _policy_resources(plan, providers)
     for policy in policies:
         if isinstance(policy, StackValidationPolicy):
+            stack_args = StackValidationArgs(
+                stack_resources, settings.rule_properties.get(policy.name)
+            )
             _run(policy, stack_args, None, settings, findings, names or {})
     return sorted(findings, key=lambda v: (v.policy, v.urn or "", v.message))
 

@@ -53,18 +53,48 @@ def uses_llmcloud_config(path: Path) -> bool:
     return any(k.startswith(f"{NAMESPACE}:") for k in read_stack_file(path))
 
 
-def run_plan(project_dir: Path | str, stack: str) -> PlanReport:
-    """Plan one stack of a project. Raises PlanError for anything the user must fix."""
+def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = None) -> PlanReport:
+    """Plan one stack of a project. Raises PlanError for anything the user must fix.
+
+    Policy settings: an llmcloud stack's `llmcloud:policies`; a project that sets only
+    `llmcloud:policies` gets those (nothing else of llmcloud's config is required); any other
+    project each rule's default. `policy_config` (a CrossGuard policy-pack config file, as
+    `pulumi preview --policy-pack-config` takes) applies over them."""
+    from infra.plan.policy_config import (
+        PolicyConfigError,
+        apply_policy_pack_config,
+        foreign_policies_section,
+        settings_of_policies,
+    )
+    from infra.plan.policy_runner import evaluate_policies
+    from policies.rules.base import PolicySettings
+
     project_dir = Path(project_dir)
     config: StackConfig | None = None
     try:
-        if uses_llmcloud_config(stack_file(project_dir, stack)):
+        path = stack_file(project_dir, stack)
+        raw = read_stack_file(path)
+        section = foreign_policies_section(raw)
+        if section is not None:
+            settings = settings_of_policies(
+                section, source=f"{path.name}: {NAMESPACE}:policies", drop_waived=False
+            )
+        elif uses_llmcloud_config(path):
             # Validate first, so errors name the stack file (the program would say "stack X").
             config = load_stack_config(project_dir, stack)
-    except ConfigError as e:
+            settings = PolicySettings.for_stack(config, drop_waived=False)
+        else:
+            settings = PolicySettings.for_stack(None, drop_waived=False)
+        if policy_config is not None:
+            settings = apply_policy_pack_config(settings, Path(policy_config))
+    except (ConfigError, PolicyConfigError) as e:
         raise PlanError(str(e)) from None
     plan = evaluate(project_dir, stack)
-    violations = run_policies(plan, config)
+    violations = (
+        run_policies(plan, config)
+        if policy_config is None and section is None
+        else evaluate_policies(plan, settings)
+    )
     _note_rules_blind_to_remote_children(plan)
     cost = estimate_cost(plan, config)
     return PlanReport(

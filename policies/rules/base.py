@@ -84,6 +84,12 @@ class RuleInfo:
     # registry reads it from the source (policies/rules/__init__.py).
     waivable: bool = True
 
+    @property
+    def default_enforcement(self) -> str:
+        """The rule's own enforcement where nothing configures it (a project that is not an
+        llmcloud stack): mandatory for high and critical findings, advisory otherwise."""
+        return "mandatory" if self.severity in ("high", "critical") else "advisory"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -158,8 +164,9 @@ class PolicySettings:
     """What one stack tells the rules. From the stack config for `llmcloud plan`; from the same
     stack config (handed to the pack by the Pulumi CLI) under `pulumi preview`.
 
-    `environment` is None for projects that are not llmcloud stacks: every rule is then
-    mandatory (the defaults are the hardened ones)."""
+    `environment` is None for projects that are not llmcloud stacks: each rule then has its
+    own default enforcement and no project-specific requirement (no required tags), unless a
+    policy-pack config or an `llmcloud:policies` section says otherwise."""
 
     environment: str | None = None
     enforcement: str = "mandatory"
@@ -174,8 +181,15 @@ class PolicySettings:
     # CrossGuard has no "waived" state: under `pulumi preview` a waived finding is not reported
     # (else a mandatory policy would fail the preview). `llmcloud plan` keeps it and marks it.
     drop_waived: bool = True
+    # A CrossGuard policy-pack config (`pulumi preview --policy-pack-config`), reconciled:
+    # rule id -> enforcement level, rule id -> its config properties (`args.get_config()`).
+    rule_levels: Mapping[str, str] = field(default_factory=dict)
+    rule_properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # True for a project that is not an llmcloud stack: a rule nothing configures gets its
+    # own default enforcement (`RuleInfo.default_enforcement`), not `enforcement`.
+    rule_defaults: bool = False
 
-    def level(self, rule_id: str) -> str:
+    def level(self, rule_id: str, default: str | None = None) -> str:
         """Enforcement of one rule: the stack's level, except that an expired waiver is
         mandatory outside dev whatever the stack says (waivers are how loosening is held to
         account)."""
@@ -183,6 +197,10 @@ class PolicySettings:
             return "advisory" if self.environment == "dev" else "mandatory"
         if rule_id in ALWAYS_MANDATORY:
             return "mandatory"
+        if rule_id in self.rule_levels:
+            return self.rule_levels[rule_id]
+        if self.rule_defaults and default is not None:
+            return default
         return self.enforcement
 
     def waiver_for(self, rule_id: str, urn: str | None, *names: str) -> Waiver | None:
@@ -233,14 +251,20 @@ class PolicySettings:
 
         raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
         if not any(str(k).startswith(f"{NAMESPACE}:") for k in raw):
-            return cls()
+            return cls.for_stack(None)
+        from infra.plan.policy_config import foreign_policies_section, settings_of_policies
+
+        section = foreign_policies_section(raw)
+        if section is not None:  # a foreign project with only `llmcloud:policies`
+            return settings_of_policies(section, source="stack config")
         return cls.from_stack_config(config_from_pulumi())
 
     @classmethod
     def for_stack(cls, config: Any | None, **overrides: Any) -> PolicySettings:
-        """From a StackConfig, or the hardened defaults for a project without one."""
+        """From a StackConfig; for a project without one, each rule's own default
+        enforcement and no project-specific requirements (no required tags)."""
         if config is None:
-            return cls(**overrides)
+            return cls(**{"required_tags": (), "rule_defaults": True, **overrides})
         return cls.from_stack_config(config, **overrides)
 
 
@@ -353,7 +377,7 @@ def _policy_kwargs(
     return {
         "name": info.id,
         "description": info.description,
-        "enforcement_level": EnforcementLevel(settings.level(info.id)),
+        "enforcement_level": EnforcementLevel(settings.level(info.id, info.default_enforcement)),
         "config_schema": config_schema,
         "display_name": info.title,
         "severity": Severity(info.severity),
