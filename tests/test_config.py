@@ -458,3 +458,12 @@ def test_prod_spans_three_zones():
     message = broken(as_prod)
     assert "llmcloud:network.availability_zones = " in message
     assert "prod spans 3 zones" in message
+
+
+def test_every_version_the_config_allows_has_a_matching_cluster_autoscaler():
+    # the autoscaler's minor must match the cluster's (kubernetes/autoscaler README, Releases)
+    from infra.cluster.autoscaler import image_tags
+
+    tags = image_tags()
+    for version in load_eks_calendar().allowed(DAY):
+        assert tags[version].startswith(f"v{version}."), version

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from infra import pins
 from infra.catalog import load_catalog
 from infra.config.eks_versions import load_eks_calendar, plan_day
 from infra.contracts import KUBE_SYSTEM, MONITORING_NAMESPACE, RESERVED_NAMESPACES
@@ -1269,7 +1270,7 @@ class ServingConfig(Model):
         description="A security.namespaces name",
     )
     image: str = Field(
-        default="vllm/vllm-openai:v0.11.0",
+        default=pins.image("vllm"),  # infra/data/pins.json
         description="vLLM image, pinned by tag or digest (never `latest`)",
     )
     api_key_required: bool = Field(
@@ -1450,6 +1451,10 @@ class CiConfig(Model):
 
 _CONNECTION_ARN = re.compile(
     r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]+$"
+)
+PATTERN_MEANINGS[_CONNECTION_ARN.pattern] = (
+    "an AWS CodeConnections connection ARN, like "
+    "arn:aws:codeconnections:us-east-1:111122223333:connection/0b7e6a52-..."
 )
 
 
