@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -247,3 +248,115 @@ def test_plan_exits_2_with_a_clear_message_for_spot_on_a_capacity_block(tmp_path
         "spot instances cannot run in a capacity reservation or Capacity Block"
     ) in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------- network policy, autoscaler
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+def test_vpc_cni_runs_its_network_policy_agent(prod_plan, dev_plan):
+    """EKS user guide, network policies: `{"enableNetworkPolicy": "true"}` in the vpc-cni
+    add-on's configuration (v1.14.0+, EKS 1.25+), or NetworkPolicies are stored, not enforced."""
+    for plan in (prod_plan, dev_plan):
+        (cni,) = [a for a in plan.by_type(ADDON) if a.inputs["addonName"] == "vpc-cni"]
+        config = json.loads(cni.inputs["configurationValues"])
+        assert config["enableNetworkPolicy"] == "true"
+        assert config["env"]["ENABLE_PREFIX_DELEGATION"] == "true"
+
+
+def autoscaler_release(plan: Plan) -> Resource:
+    (release,) = [r for r in plan.by_type(RELEASE) if r.inputs.get("name") == "cluster-autoscaler"]
+    return release
+
+
+def test_cluster_autoscaler_is_pinned_and_runs_on_the_system_nodes(prod_plan, stack_report):
+    from infra.cluster.autoscaler import image_tags
+
+    release = autoscaler_release(prod_plan).inputs
+    assert (release["chart"], release["version"]) == ("cluster-autoscaler", "9.59.0")
+    assert release["repositoryOpts"]["repo"] == "https://kubernetes.github.io/autoscaler"
+    values = release["values"]
+    assert values["autoDiscovery"]["clusterName"] == "llm-prod-eks"
+    assert values["awsRegion"] == "us-east-2"  # pods cannot reach IMDS
+    assert values["nodeSelector"] == {"llmcloud.io/node-group": "system"}
+    version = stack_report("prod").config.cluster.version
+    assert values["image"]["tag"] == image_tags()[version]  # the cluster's minor
+    assert values["image"]["tag"].startswith(f"v{version}.")
+    args = values["extraArgs"]
+    assert args["expander"] == "priority,least-waste"
+    assert args["scale-down-unneeded-time"] == "30m"
+
+
+def test_priority_expander_prefers_reserved_then_on_demand_then_spot(prod_plan, dev_plan):
+    """The priority expander matches ASG names (EKS: eks-<node group>-<uuid>) by regex; the
+    highest weight that fits a pending pod wins."""
+
+    def weights(plan: Plan) -> dict[str, int]:
+        table = autoscaler_release(plan).inputs["values"]["expanderPriorities"]
+        out = {}
+        for group in plan.by_type("aws:eks/nodeGroup:NodeGroup"):
+            asg = group.outputs["resources"][0]["autoscalingGroups"][0]["name"]
+            (weight,) = [
+                int(w) for w, patterns in table.items() if any(re.match(p, asg) for p in patterns)
+            ]
+            out[group.name.removesuffix("-node-group")] = weight
+        return out
+
+    assert weights(prod_plan) == {
+        "cluster-system": 20,
+        "gpu-h100": 20,
+        "gpu-a100": 20,
+        "gpu-l40s": 20,
+        "gpu-h200-block": 30,  # Capacity Block
+        "gpu-h200-odcr": 30,  # ODCR
+    }
+    assert weights(dev_plan) == {"cluster-system": 20, "gpu-h100": 20, "gpu-l4": 10}  # spot last
+
+
+def test_cluster_autoscaler_writes_only_to_this_clusters_groups(prod_plan):
+    """kubernetes/autoscaler cloudprovider/aws/README.md, full-features policy: its first block
+    (Describe calls) cannot be scoped; the writes are scoped here by the cluster's tag."""
+    (policy,) = [
+        p for p in prod_plan.by_type(ROLE_POLICY) if p.name.startswith("cluster-autoscaler-")
+    ]
+    statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+    upstream_reads = {
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeAutoScalingInstances",
+        "autoscaling:DescribeLaunchConfigurations",
+        "autoscaling:DescribeScalingActivities",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstanceTypes",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ec2:GetInstanceTypesFromInstanceRequirements",
+    }
+    on_any = [s for s in statements.values() if s["Resource"] == "*"]
+    assert [set(s["Action"]) for s in on_any] == [upstream_reads]
+    scale = statements["ScaleThisClustersGroups"]
+    assert set(scale["Action"]) == {
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    }
+    assert scale["Resource"].startswith("arn:aws:autoscaling:us-east-2:")
+    assert scale["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/llm-prod-eks": "owned"}
+    }
+    nodegroups = statements["ReadThisClustersNodeGroups"]
+    assert nodegroups["Resource"].endswith(":nodegroup/llm-prod-eks/*/*")
+
+
+def test_training_pods_are_never_evicted_by_scale_down_and_zero_groups_are_not_awaited(
+    prod_plan, dev_plan
+):
+    for plan in (prod_plan, dev_plan):
+        for job in plan.by_type("kubernetes:batch/v1:Job"):
+            annotations = job.inputs["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    # dev's endpoint is on l4 (starts at 0 nodes): `pulumi up` does not wait for its pods
+    (dev_svc,) = dev_plan.by_type("kubernetes:apps/v1:Deployment")
+    assert dev_svc.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    # prod's runs on l40s with 2 nodes from the start: awaited, with its startup window
+    (prod_svc,) = prod_plan.by_type("kubernetes:apps/v1:Deployment")
+    assert "pulumi.com/timeoutSeconds" in prod_svc.inputs["metadata"]["annotations"]

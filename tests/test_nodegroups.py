@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import email
 import gzip
 import json
@@ -300,7 +301,9 @@ def test_gpu_node_groups_carry_the_contract_labels_taint_and_tags(stack_report, 
             "llmcloud:capacity": group.capacity.type,
             "llmcloud:node-group": group.name,
         }
-        named_type = ng.get("instanceTypes") or [launch_template(plan, group.name).inputs["instanceType"]]
+        named_type = ng.get("instanceTypes") or [
+            launch_template(plan, group.name).inputs["instanceType"]
+        ]
         assert named_type == [group.resolved_instance_type]
         assert ng["amiType"] == "AL2023_x86_64_NVIDIA"
         assert ng["nodeRepairConfig"] == {"enabled": True}
@@ -548,3 +551,82 @@ def test_gpu_kind_not_offered_in_the_group_zone_is_rejected():
         "p5en.48xlarge (H200) is not offered in us-east-1b; in this VPC's zones it is offered "
         "in: us-east-1a"
     )
+
+
+# ----------------------------------------------------------------------------- how nodes arrive
+
+ASG_TAG = "aws:autoscaling/tag:Tag"
+SCHEDULE = "aws:autoscaling/schedule:Schedule"
+TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+
+def asg_tags(plan: Plan, component: str) -> dict[str, dict]:
+    """tag key -> inputs of the aws.autoscaling.Tag resources of one node group component."""
+    ng = named(plan, NG, f"{component}-node-group")
+    return {
+        t.inputs["tag"]["key"]: t.inputs for t in plan.by_type(ASG_TAG) if t.parent == ng.parent
+    }
+
+
+def test_autoscaled_groups_tag_their_asg_with_the_node_template(prod_plan):
+    """Scale from zero: the autoscaler reads labels, taints and resources off the ASG
+    (kubernetes/autoscaler cloudprovider/aws/README.md); EKS does not copy node group tags
+    there, so each tag is an aws.autoscaling.Tag on the group's one ASG."""
+    ng = named(prod_plan, NG, "gpu-h100-node-group")
+    tags = asg_tags(prod_plan, "gpu-h100")
+    asg = ng.outputs["resources"][0]["autoscalingGroups"][0]["name"]
+    assert {t["autoscalingGroupName"] for t in tags.values()} == {asg}
+    assert all(t["tag"]["propagateAtLaunch"] is False for t in tags.values())
+    values = {k: t["tag"]["value"] for k, t in tags.items()}
+    assert values["k8s.io/cluster-autoscaler/enabled"] == "true"
+    assert values["k8s.io/cluster-autoscaler/llm-prod-eks"] == "owned"
+    for label, value in ng.inputs["labels"].items():
+        assert values[f"{TEMPLATE}/label/{label}"] == value
+    assert values[f"{TEMPLATE}/taint/nvidia.com/gpu"] == "true:NoSchedule"
+    assert values[f"{TEMPLATE}/resources/nvidia.com/gpu"] == "8"
+    assert values[f"{TEMPLATE}/resources/vpc.amazonaws.com/efa"] == "32"
+    # 8 x 3800 GB of NVMe in RAID0, in GiB
+    assert values[f"{TEMPLATE}/resources/ephemeral-storage"] == f"{8 * 3800 * 10**9 // 2**30}Gi"
+
+
+def test_a_group_whose_size_cannot_move_is_not_offered_to_the_autoscaler(prod_plan):
+    assert asg_tags(prod_plan, "gpu-h200-odcr") == {}  # min = max = 2
+    assert "k8s.io/cluster-autoscaler/enabled" in asg_tags(prod_plan, "cluster-system")
+
+
+def test_capacity_block_window_scales_the_asg_in_and_out(prod_plan):
+    schedules = {s.name: s.inputs for s in prod_plan.by_type(SCHEDULE)}
+    asg = named(prod_plan, NG, "gpu-h200-block-node-group").outputs["resources"][0][
+        "autoscalingGroups"
+    ][0]["name"]
+    start, end = schedules["gpu-h200-block-block-start"], schedules["gpu-h200-block-block-end"]
+    assert start["autoscalingGroupName"] == end["autoscalingGroupName"] == asg
+    assert (start["startTime"], start["minSize"], start["desiredCapacity"]) == (
+        "2026-12-14T11:30:00Z",
+        4,
+        4,
+    )
+    # an hour before the block ends (EKS: more than 30 minutes, to drain)
+    assert (end["startTime"], end["minSize"], end["desiredCapacity"]) == (
+        "2026-12-28T10:30:00Z",
+        0,
+        0,
+    )
+
+
+def test_autoscaler_owns_the_size_only_where_it_may_move():
+    from infra.cluster.nodegroups import NodeGroupCluster, autoscaled
+
+    cluster = NodeGroupCluster(
+        cluster_name="c",
+        kubernetes_version="1.35",
+        node_role_arn="r",
+        node_security_group_id="sg",
+        ebs_key_arn="k",
+        vpc_id="v",
+        subnet_by_zone={},
+        autoscaler_cluster="c",
+    )
+    assert autoscaled(cluster, 0, 8)
+    assert not autoscaled(cluster, 2, 2)
+    assert not autoscaled(dataclasses.replace(cluster, autoscaler_cluster=None), 0, 8)

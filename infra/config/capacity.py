@@ -206,22 +206,6 @@ def admission_problem(config: StackConfig) -> tuple[str, Any, str] | None:
     at max scale, else None."""
     work = demands(config)
     index = {ns.name: i for i, ns in enumerate(config.security.namespaces)}
-    for name, quota in quotas(config).items():
-        mine = [d for d in work if d.namespace == name]
-        for resource in RESOURCES:
-            need = sum(d.total(resource) for d in mine)
-            limit = quota.amounts[resource]
-            if need <= limit + 1e-9:
-                continue
-            key = f"security.namespaces[{index[name]}].{QUOTA_FIELDS[resource]}"
-            parts = "; ".join(d.describe(resource) for d in mine if d.total(resource))
-            return (
-                key,
-                getattr(config.security.namespaces[index[name]], QUOTA_FIELDS[resource]),
-                f"namespace {name}'s workloads need {_fmt(need)} {_UNITS[resource]} at max scale "
-                f"({parts}) but the quota allows {_fmt(limit)}; raise it to at least "
-                f"{_fmt(math.ceil(need))}, or unset it to derive it from the node groups",
-            )
     for i, group in enumerate(config.cluster.gpu_node_groups):
         mine = [d for d in work if d.group == group.name]
         need = sum(d.gpus for d in mine)
@@ -234,5 +218,26 @@ def admission_problem(config: StackConfig) -> tuple[str, Any, str] | None:
                 f"node group {group.name}'s workloads need {need} GPUs at max scale ({parts}) "
                 f"but {group.max_size} nodes x {group.instance.gpu_count} GPUs hold {have}; raise "
                 f"max_size to at least {math.ceil(need / group.instance.gpu_count)}",
+            )
+    for name, quota in quotas(config).items():
+        mine = [d for d in work if d.namespace == name]
+        for resource in RESOURCES:
+            need = sum(d.total(resource) for d in mine)
+            limit = quota.amounts[resource]
+            if need <= limit + 1e-9:
+                continue
+            key = f"security.namespaces[{index[name]}].{QUOTA_FIELDS[resource]}"
+            parts = "; ".join(d.describe(resource) for d in mine if d.total(resource))
+            value = (
+                f"derived {_fmt(limit)} ({quota.derived[resource]})"
+                if resource in quota.derived
+                else getattr(config.security.namespaces[index[name]], QUOTA_FIELDS[resource])
+            )
+            return (
+                key,
+                value,
+                f"namespace {name}'s workloads need {_fmt(need)} {_UNITS[resource]} at max scale "
+                f"({parts}) but the quota allows {_fmt(limit)}; raise it to at least "
+                f"{_fmt(math.ceil(need))}, or unset it to derive it from the node groups",
             )
     return None

@@ -582,6 +582,8 @@ class PlanMocks(pulumi.runtime.Mocks):
             out.setdefault("status", "ACTIVE")
             # EKS names a managed node group's one ASG eks-<node group>-<uuid>
             group = out.get("nodeGroupName") or physical
+            if inputs.get("nodeGroupNamePrefix") and not inputs.get("nodeGroupName"):
+                group = f"{inputs['nodeGroupNamePrefix']}{_hash(key, 26)}"  # EKS's suffix
             uuid = _hash(key + "asg", 32)
             asg = f"eks-{group}-{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}"
             out.setdefault("resources", [{"autoscalingGroups": [{"name": asg}]}])

@@ -601,11 +601,15 @@ def simulate(objs: Sequence[Obj]) -> SchedulingReport:
             if quota is not None:
                 name, hard = quota
                 usage = used.setdefault(t.namespace, Counter())
-                over = [
-                    k
-                    for k, limit in hard.items()
-                    if usage.get(k, 0.0) + req.get(k, 0.0) > limit + 1e-9
-                ]
+                # sorted by quota key, as the API server prints resource lists
+                over = sorted(
+                    (
+                        k
+                        for k, limit in hard.items()
+                        if usage.get(k, 0.0) + req.get(k, 0.0) > limit + 1e-9
+                    ),
+                    key=_qkey,
+                )
                 if over:
                     reason = (
                         f"forbidden: exceeded quota: {name}, requested: "
