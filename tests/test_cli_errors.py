@@ -293,3 +293,12 @@ def test_preflight_and_smoke_tables_show_details_in_brackets_as_written():
     result.checks.append(smoke.Check(name="models", ok=False, detail="got [bold]nothing"))
     smoke.render(result, Console(file=buffer, width=200))
     assert "got [bold]nothing" in buffer.getvalue()
+
+
+def test_checked_values_get_the_closest_listed_choice(project):
+    edit_dev(project, lambda c: c["llmcloud:cluster"]["gpu_node_groups"][0].update(gpu="h100"))
+    line = one_error_line(plan(project))
+    assert "gpu = 'h100': must be one of" in line and "(did you mean H100?)" in line
+    edit_dev(project, lambda c: c["llmcloud:cluster"]["gpu_node_groups"][0].update(gpu="H100"))
+    edit_dev(project, lambda c: c.update({"aws:region": "us-east1"}))
+    assert "(did you mean us-east-1?)" in one_error_line(plan(project))

@@ -205,6 +205,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
                 loc.extend(_split_path(ctx["field"]))
                 key = _key_path(loc)
             value, allowed = ctx.get("value"), ctx.get("allowed")
+            if isinstance(value, str) and isinstance(allowed, str):
+                allowed += _did_you_mean(value, _listed_choices(allowed))
         elif err["type"] == "missing":
             value = None
             allowed = "required"
@@ -249,8 +251,23 @@ def _unknown_key(loc: list[str | int]) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+    """` (did you mean X?)` for the closest choice, ignoring case; "" when none is close."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    if not close or by_lower[close[0]] == word:
+        return ""
+    return f" (did you mean {prefix}{by_lower[close[0]]}?)"
+
+
+# "must be one of A, B, C" / "must name a GPU node group: a, b": the choices a check lists
+_LISTED_CHOICES = re.compile(
+    r"(?:one of|node group:|regions in the catalog:) ([^;()]+?)(?:$|;| \()"
+)
+
+
+def _listed_choices(allowed: str) -> list[str]:
+    found = _LISTED_CHOICES.search(allowed)
+    return [c.strip() for c in found.group(1).split(",")] if found else []
 
 
 def _literal_choices(expected: str) -> list[str]:
