@@ -294,7 +294,7 @@ def stage(
     import botocore.exceptions as bce
 
     from infra.ops import stage as staging
-    from infra.ops.awsclient import AwsUsageError, parse_s3_url
+    from infra.ops.awsclient import AwsUsageError, parse_s3_url, translate_error
 
     out = Console()
     try:
@@ -340,6 +340,9 @@ def stage(
     except AwsUsageError as e:
         raise fail(str(e)) from None
     except (bce.BotoCoreError, bce.ClientError) as e:
+        usage = translate_error(e)  # credentials, region, permissions: AWS setup, exit 2
+        if usage is not None:
+            raise fail(str(usage)) from None
         raise fail(f"AWS error: {e}", EXIT_FINDINGS) from None
     except KeyboardInterrupt:
         err.print(

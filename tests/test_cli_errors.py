@@ -302,3 +302,15 @@ def test_checked_values_get_the_closest_listed_choice(project):
     edit_dev(project, lambda c: c["llmcloud:cluster"]["gpu_node_groups"][0].update(gpu="H100"))
     edit_dev(project, lambda c: c.update({"aws:region": "us-east1"}))
     assert "(did you mean us-east-1?)" in one_error_line(plan(project))
+
+
+def test_stage_without_credentials_exits_2_as_aws_setup(tmp_path, monkeypatch):
+    import botocore.exceptions as bce
+
+    def no_credentials(*args, **kwargs):
+        raise bce.NoCredentialsError()
+
+    monkeypatch.setattr("infra.ops.stage.stage", no_credentials)
+    (tmp_path / "shard-0.bin").write_bytes(b"x")
+    result = CliRunner().invoke(app, ["stage", str(tmp_path), "s3://bucket/prefix/"])
+    assert "credentials" in one_error_line(result).lower()
