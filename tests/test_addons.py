@@ -77,6 +77,8 @@ def test_prod_installs_device_plugins_dcgm_prometheus_and_its_workload_controlle
         "metrics-server",
         # llama-70b is served through an internal NLB; no entry is multi-node or a JobSet
         "aws-load-balancer-controller",
+        # its own component (infra/cluster/autoscaler.py), on the system nodes like the rest
+        "cluster-autoscaler",
     }
     if report.config.cluster.addons.keda:
         expected.add("keda")
