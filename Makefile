@@ -1,6 +1,7 @@
 # llmcloud: every command sets itself up on a fresh machine (Python 3.11+).
 #   make plan [STACK=dev]      offline plan of a stack (no Pulumi CLI, no AWS credentials)
 #   make test                  lint + the whole test suite
+#   make docs                  regenerate the README's config tables from the config model
 #   make preview STACK=prod    real `pulumi preview` with the policy pack (needs the Pulumi CLI + AWS)
 #   make up STACK=dev          real `pulumi up` with the policy pack (needs the Pulumi CLI + AWS)
 
@@ -14,7 +15,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup plan test lint bench preview up clean
+.PHONY: setup plan test lint docs bench preview up clean
 # Recipes print only their tools' output (`make plan FORMAT=json > plan.json` is pure JSON);
 # the one-time setup writes its progress to stderr.
 .SILENT:
@@ -41,6 +42,9 @@ plan: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+docs: $(STAMP)
+	$(BIN)/python -m infra.config.docs
 
 test: lint $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,7 @@
-"""The stack config, the interface of an environment: its typed schema (`schema`), the EKS
-version calendar (`eks_versions`) and how a stack file or Pulumi's runtime config becomes one
-(`loading`). Importers use this package."""
+"""The stack config, the interface of an environment: its typed schema (`schema`), the checks
+across its sections (`checks`, admission in `capacity`), the EKS version calendar
+(`eks_versions`), how a stack file or Pulumi's runtime config becomes one (`loading`), and the
+README tables generated from it (`docs`). Importers use this package."""
 
 from infra.config.eks_versions import EksCalendar, EksVersion, load_eks_calendar, plan_day
 from infra.config.loading import (
