@@ -15,6 +15,10 @@ import pulumi_aws as aws
 from infra.config import NetworkConfig
 from infra.context import Context, policy_document
 
+# Subnet discovery tags of load balancers: internet-facing ones go to `elb` subnets, internal
+# ones to `internal-elb` subnets (AWS Load Balancer Controller, "Subnet auto-discovery":
+# https://kubernetes-sigs.github.io/aws-load-balancer-controller/v2.5/deploy/subnet_discovery).
+ELB_ROLE_TAGS = {"public": "kubernetes.io/role/elb", "private": "kubernetes.io/role/internal-elb"}
 # Interface endpoints that keep node bootstrap and pod identity off the NAT path.
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth")
 
@@ -72,41 +76,28 @@ class Network(pulumi.ComponentResource):
         cluster_tag = f"kubernetes.io/cluster/{args.cluster_name}"
         public_subnets: list[aws.ec2.Subnet] = []
         private_subnets: list[aws.ec2.Subnet] = []
+
+        def subnet(tier: str, zone: str, cidr: object) -> aws.ec2.Subnet:
+            return aws.ec2.Subnet(
+                f"{tier}-{zone}",
+                vpc_id=vpc.id,
+                availability_zone=zone,
+                cidr_block=str(cidr),
+                map_public_ip_on_launch=False,
+                tags={
+                    "Name": f"{prefix}-{tier}-{zone}",
+                    ELB_ROLE_TAGS[tier]: "1",
+                    cluster_tag: "shared",
+                    "llmcloud:tier": tier,
+                },
+                opts=child,
+            )
+
         for zone, public_cidr, private_cidr in zip(
             self.zones, cfg.public_subnets, cfg.private_subnets, strict=True
         ):
-            public_subnets.append(
-                aws.ec2.Subnet(
-                    f"public-{zone}",
-                    vpc_id=vpc.id,
-                    availability_zone=zone,
-                    cidr_block=str(public_cidr),
-                    map_public_ip_on_launch=False,
-                    tags={
-                        "Name": f"{prefix}-public-{zone}",
-                        "kubernetes.io/role/elb": "1",
-                        cluster_tag: "shared",
-                        "llmcloud:tier": "public",
-                    },
-                    opts=child,
-                )
-            )
-            private_subnets.append(
-                aws.ec2.Subnet(
-                    f"private-{zone}",
-                    vpc_id=vpc.id,
-                    availability_zone=zone,
-                    cidr_block=str(private_cidr),
-                    map_public_ip_on_launch=False,
-                    tags={
-                        "Name": f"{prefix}-private-{zone}",
-                        "kubernetes.io/role/internal-elb": "1",
-                        cluster_tag: "shared",
-                        "llmcloud:tier": "private",
-                    },
-                    opts=child,
-                )
-            )
+            public_subnets.append(subnet("public", zone, public_cidr))
+            private_subnets.append(subnet("private", zone, private_cidr))
         self.public_subnet_ids = [s.id for s in public_subnets]
         self.private_subnet_ids = [s.id for s in private_subnets]
         self.private_subnet_by_zone = dict(zip(self.zones, self.private_subnet_ids, strict=True))

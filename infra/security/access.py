@@ -244,6 +244,13 @@ class ClusterAccess(pulumi.ComponentResource):
         def tcp(port: int, end_port: int | None = None):
             return netpol.NetworkPolicyPortArgs(protocol="TCP", port=port, end_port=end_port)
 
+        def egress_to(cidr: str, ports: list[netpol.NetworkPolicyPortArgs]):
+            """Egress to an address range on the given ports only."""
+            return netpol.NetworkPolicyEgressRuleArgs(
+                to=[netpol.NetworkPolicyPeerArgs(ip_block=netpol.IPBlockArgs(cidr=cidr))],
+                ports=ports,
+            )
+
         policies: list[tuple[str, netpol.NetworkPolicySpecArgs]] = [
             ("default-deny", spec(["Ingress", "Egress"])),
             (
@@ -281,16 +288,7 @@ class ClusterAccess(pulumi.ComponentResource):
                 "allow-https-egress",
                 spec(
                     ["Egress"],
-                    egress=[
-                        netpol.NetworkPolicyEgressRuleArgs(
-                            to=[
-                                netpol.NetworkPolicyPeerArgs(
-                                    ip_block=netpol.IPBlockArgs(cidr="0.0.0.0/0")
-                                )
-                            ],
-                            ports=[tcp(443)],
-                        )
-                    ],
+                    egress=[egress_to("0.0.0.0/0", [tcp(443)])],
                 ),
             ),
             (
@@ -298,13 +296,8 @@ class ClusterAccess(pulumi.ComponentResource):
                 spec(
                     ["Egress"],
                     egress=[
-                        netpol.NetworkPolicyEgressRuleArgs(
-                            to=[
-                                netpol.NetworkPolicyPeerArgs(
-                                    ip_block=netpol.IPBlockArgs(cidr=self._args.vpc_cidr)
-                                )
-                            ],
-                            ports=[tcp(LUSTRE_PORT), tcp(*LUSTRE_CLIENT_PORTS)],
+                        egress_to(
+                            self._args.vpc_cidr, [tcp(LUSTRE_PORT), tcp(*LUSTRE_CLIENT_PORTS)]
                         )
                     ],
                 ),
@@ -316,16 +309,7 @@ class ClusterAccess(pulumi.ComponentResource):
                     "allow-pod-identity-agent",
                     spec(
                         ["Egress"],
-                        egress=[
-                            netpol.NetworkPolicyEgressRuleArgs(
-                                to=[
-                                    netpol.NetworkPolicyPeerArgs(
-                                        ip_block=netpol.IPBlockArgs(cidr=POD_IDENTITY_AGENT_CIDR)
-                                    )
-                                ],
-                                ports=[tcp(POD_IDENTITY_AGENT_PORT)],
-                            )
-                        ],
+                        egress=[egress_to(POD_IDENTITY_AGENT_CIDR, [tcp(POD_IDENTITY_AGENT_PORT)])],
                     ),
                 )
             )

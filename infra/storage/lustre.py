@@ -105,7 +105,7 @@ class Lustre(pulumi.ComponentResource):
         super().__init__("llmcloud:storage:Lustre", name, None, opts)
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
-        prefix = ctx.prefix
+        prefix = self._prefix = ctx.prefix
 
         self.security_group = self._security_group(args, prefix, child)
 
@@ -134,41 +134,30 @@ class Lustre(pulumi.ComponentResource):
         )
         fs = self.file_system
 
-        self.datasets_association = aws.fsx.DataRepositoryAssociation(
-            "datasets-dra",
-            file_system_id=fs.id,
-            file_system_path=DATASETS_PATH,
-            data_repository_path=pulumi.Output.concat(
-                "s3://", args.datasets_bucket, "/", cfg.datasets_prefix
-            ),
-            batch_import_meta_data_on_create=True,
-            imported_file_chunk_size=IMPORTED_FILE_CHUNK_MIB,
-            delete_data_in_filesystem=False,
-            s3=aws.fsx.DataRepositoryAssociationS3Args(
+        s3 = aws.fsx.DataRepositoryAssociationS3Args
+        # datasets: S3 -> Lustre (metadata imported at creation, then every S3 change)
+        self.datasets_association = self._association(
+            "datasets",
+            DATASETS_PATH,
+            pulumi.Output.concat("s3://", args.datasets_bucket, "/", cfg.datasets_prefix),
+            s3(
                 auto_import_policy=aws.fsx.DataRepositoryAssociationS3AutoImportPolicyArgs(
                     events=ALL_EVENTS
                 )
             ),
-            tags={"Name": f"{prefix}-lustre-datasets"},
-            opts=child,
+            import_on_create=True,
         )
-        self.checkpoints_association = aws.fsx.DataRepositoryAssociation(
-            "checkpoints-dra",
-            file_system_id=fs.id,
-            file_system_path=CHECKPOINTS_PATH,
-            data_repository_path=pulumi.Output.concat(
-                "s3://", args.checkpoints_bucket, "/", cfg.checkpoints_prefix
-            ),
-            batch_import_meta_data_on_create=False,
-            imported_file_chunk_size=IMPORTED_FILE_CHUNK_MIB,
-            delete_data_in_filesystem=False,
-            s3=aws.fsx.DataRepositoryAssociationS3Args(
+        # checkpoints: Lustre -> S3 (every checkpoint written lands in the bucket)
+        self.checkpoints_association = self._association(
+            "checkpoints",
+            CHECKPOINTS_PATH,
+            pulumi.Output.concat("s3://", args.checkpoints_bucket, "/", cfg.checkpoints_prefix),
+            s3(
                 auto_export_policy=aws.fsx.DataRepositoryAssociationS3AutoExportPolicyArgs(
                     events=ALL_EVENTS
                 )
             ),
-            tags={"Name": f"{prefix}-lustre-checkpoints"},
-            opts=child,
+            import_on_create=False,
         )
         self._s3_key_grants(args, ctx)
 
@@ -185,6 +174,30 @@ class Lustre(pulumi.ComponentResource):
                 "security_group_id": self.security_group.id,
                 "pvc_name": self.pvc_name,
             }
+        )
+
+    def _association(
+        self,
+        purpose: str,
+        path: str,
+        repository: pulumi.Input[str],
+        s3: aws.fsx.DataRepositoryAssociationS3Args,
+        *,
+        import_on_create: bool,
+    ) -> aws.fsx.DataRepositoryAssociation:
+        """A data repository association of `path` on the file system with an S3 prefix;
+        deleting it never deletes the files it brought in."""
+        return aws.fsx.DataRepositoryAssociation(
+            f"{purpose}-dra",
+            file_system_id=self.file_system.id,
+            file_system_path=path,
+            data_repository_path=repository,
+            batch_import_meta_data_on_create=import_on_create,
+            imported_file_chunk_size=IMPORTED_FILE_CHUNK_MIB,
+            delete_data_in_filesystem=False,
+            s3=s3,
+            tags={"Name": f"{self._prefix}-lustre-{purpose}"},
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _security_group(
