@@ -903,3 +903,38 @@ def test_progress_bar_and_summary_show_speed_in_the_same_binary_unit():
 
     assert bar == "3.0 MiB/s"
     assert "3.0 MiB/s" in staging.summary_line(result)
+
+
+@pytest.mark.parametrize(
+    ("size_mib", "threshold_mib", "concurrency", "files", "part_mib"),
+    [
+        (1, 64, 16, 1, None),  # below the threshold: one PUT
+        (256, 64, 16, 4, 64),  # 4 files x 4 parts keep 16 requests busy
+        (256, 64, 16, 1, 16),  # one file: 16 parts of 16 MiB
+        (64, 64, 16, 1, 8),  # never below 8 MiB
+        (11, 5, 16, 1, 5),  # nor below a smaller --part-size-mib
+        (10_000, 64, 16, 1, 64),  # a huge file has parts enough already
+    ],
+)
+def test_part_size_adapts_to_file_size_and_count(
+    size_mib: int, threshold_mib: int, concurrency: int, files: int, part_mib: int | None
+):
+    part = staging.transfer.adapted_part_size(
+        size_mib * MIB, threshold_mib * MIB, concurrency, files
+    )
+
+    assert part == (None if part_mib is None else part_mib * MIB)
+
+
+def test_a_single_large_file_goes_up_in_more_parts(aws: Aws, tmp_path: Path):
+    src = tmp_path / "one"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(16 * MIB))
+
+    result = stage(
+        StageOptions(src, parse_s3_url(f"s3://{aws.bucket}/one"), part_size_mib=16, concurrency=4),
+        s3=_client(),
+    )
+
+    assert result.ok
+    assert aws.s3.head_object(Bucket=aws.bucket, Key="one/big.bin")["ETag"].endswith('-2"')

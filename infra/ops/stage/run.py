@@ -46,7 +46,7 @@ from infra.ops.stage.remote import (
     prepare_target,
     same_checksum,
 )
-from infra.ops.stage.transfer import Uploader
+from infra.ops.stage.transfer import Uploader, adapted_part_size
 
 # Files up to this size are read in one call, hashed and sent from the same bytes.
 SMALL_FILE_BODY_BYTES = 1 * MIB
@@ -149,11 +149,20 @@ class _Stager:
         self.remote = remote
         self.records = records
         self.stop = threading.Event()
+        self.multipart_files = 0  # set by `run`: how many files go multipart
         self.uploader = (
             None
             if options.dry_run
             else Uploader(s3, target, options.concurrency, self.stop, display.uploaded)
         )
+
+    def layout(self, size: int) -> int | None:
+        """The part size a file is uploaded with (None: one PUT): --part-size-mib at most,
+        smaller when few large files would leave requests idle, within S3's limits."""
+        part = adapted_part_size(
+            size, self.options.part_size_bytes, self.options.concurrency, self.multipart_files
+        )
+        return None if part is None else part_layout(size, part)
 
     # --- digests ------------------------------------------------------------------------
 
@@ -208,7 +217,7 @@ class _Stager:
         if self.stop.is_set():
             raise Cancelled()
         key = self.options.dest.key(file.relative)
-        layout = part_layout(file.size, self.options.part_size_bytes)
+        layout = self.layout(file.size)
         if cached is not None:
             self.display.checked(file.size)
         remote = self.remote.get(key)
@@ -281,6 +290,8 @@ class _Stager:
 
     def run(self, files: list[LocalFile], result: StageResult) -> list[ManifestEntry]:
         entries: list[ManifestEntry] = []
+        threshold = self.options.part_size_bytes
+        self.multipart_files = sum(1 for f in files if f.size >= threshold)
         todo: list[tuple[LocalFile, Digest | None]] = []
         for file in files:
             cached = self.cache.lookup(file)

@@ -33,6 +33,27 @@ from infra.ops.stage.remote import Target
 _POLL_S = 0.2  # how often a file waiting for its parts looks at the stop flag
 
 
+# Parts shrink down to this size (never below a smaller --part-size-mib) when a run has too
+# few parts to keep its requests busy: one 256 MiB file in 64 MiB parts is 4 requests in
+# flight out of 16.
+MIN_ADAPTED_PART_BYTES = 8 * 1024 * 1024
+
+
+def adapted_part_size(
+    size: int, threshold: int, concurrency: int, multipart_files: int
+) -> int | None:
+    """The part size for a file of `size` bytes; None: one PUT (below `threshold`).
+
+    `threshold` (--part-size-mib) is also the largest part. A few huge files get many
+    parts in flight (each file gets its share of `concurrency`); many files keep it.
+    """
+    if size < threshold:
+        return None
+    share = max(1, -(-concurrency // max(1, multipart_files)))  # parts wanted per file
+    wanted = -(-size // share)
+    return max(min(threshold, MIN_ADAPTED_PART_BYTES), min(threshold, wanted))
+
+
 class FileRange(io.RawIOBase):
     """`length` bytes of a file from `start`, read on demand: an UploadPart body.
 
