@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.catalog import InstanceType
+from infra.contracts import EFA_RESOURCE, GPU_RESOURCE
 
 # Prefix delegation gives each ENI slot 16 addresses; kubelet caps stay at the values EKS
 # recommends (110 below 30 vCPUs, 250 above) so the API server is not flooded.
@@ -83,8 +84,8 @@ class Allocatable:
             "memory": self.memory,
             "ephemeral-storage": self.ephemeral_storage,
             "pods": float(self.pods),
-            "nvidia.com/gpu": float(self.gpus),
-            "vpc.amazonaws.com/efa": float(self.efa),
+            GPU_RESOURCE: float(self.gpus),
+            EFA_RESOURCE: float(self.efa),
         }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from infra.catalog import load_catalog
 from infra.cluster.node_shape import Allocatable, allocatable, ephemeral_storage_gib, max_pods
+from infra.contracts import EFA_RESOURCE, EKS_TAINT_EFFECTS, GPU_RESOURCE, NODE_GROUP_LABEL
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -54,13 +55,9 @@ _WORKLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
 DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
 # Helm charts whose workload is a per-node DaemonSet (the values carry its pod settings).
 DAEMON_CHARTS = ("nvidia-device-plugin", "aws-efa-k8s-device-plugin", "dcgm-exporter")
-_EFFECTS = {
-    "NO_SCHEDULE": "NoSchedule",
-    "NO_EXECUTE": "NoExecute",
-    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
-}
+_EFFECTS = EKS_TAINT_EFFECTS
 _EFA_INTERFACES = ("efa", "efa-only")
-_RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage", "nvidia.com/gpu", "vpc.amazonaws.com/efa")
+_RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage", GPU_RESOURCE, EFA_RESOURCE)
 
 _QUANTITY = re.compile(r"^([+-]?\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
 _SUFFIX = {
@@ -183,15 +180,15 @@ class GroupShape:
                 "memory": format_quantity("memory", a.memory),
                 "ephemeral-storage": format_quantity("ephemeral-storage", a.ephemeral_storage),
                 "pods": a.pods,
-                "nvidia.com/gpu": a.gpus,
-                "vpc.amazonaws.com/efa": a.efa,
+                GPU_RESOURCE: a.gpus,
+                EFA_RESOURCE: a.efa,
             },
         }
 
 
 def _group_name(obj: Obj) -> str:
     props = obj.props
-    name = props.get("nodeGroupName") or (props.get("labels") or {}).get("llmcloud.io/node-group")
+    name = props.get("nodeGroupName") or (props.get("labels") or {}).get(NODE_GROUP_LABEL)
     return str(name or props.get("nodeGroupNamePrefix") or obj.name)
 
 

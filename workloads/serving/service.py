@@ -57,7 +57,6 @@ MODELS_DIR = "/models"
 # The images run as root by default and nothing in them needs it. A UID above 10000 never
 # matches a host account; USER/LOGNAME are set because the UID has no passwd entry and
 # torch's compile cache asks getpass.getuser() for a name.
-RUN_AS_USER = RUN_AS_UID
 DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 WAITING_METRIC = "vllm:num_requests_waiting"
 
@@ -453,7 +452,7 @@ class VllmService(pulumi.ComponentResource):
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 120,
             **pods.gpu_placement(svc.node_group),
-            "securityContext": pods.pod_security_context(uid=RUN_AS_USER),
+            "securityContext": pods.pod_security_context(uid=RUN_AS_UID),
             "containers": [container],
             "volumes": volumes,
         }

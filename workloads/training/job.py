@@ -36,7 +36,6 @@ from workloads import pods
 from workloads.facts import ClusterFacts
 
 RENDEZVOUS_PORT = 29500
-RUN_AS_USER = RUN_AS_UID  # the image's `trainer` user
 FSX_MOUNT = "/fsx"
 LOCAL_CHECKPOINTS = "/checkpoints"  # without FSx: the pod's disk, mirrored to S3
 CONFIG_ERROR_EXIT_CODE = 2
@@ -306,7 +305,7 @@ class TrainingJob(pulumi.ComponentResource):
                     "command": [
                         "sh",
                         "-c",
-                        f"mkdir -p {ckpt} && chown {RUN_AS_USER}:{RUN_AS_USER} {ckpt}",
+                        f"mkdir -p {ckpt} && chown {RUN_AS_UID}:{RUN_AS_UID} {ckpt}",
                     ],
                     # only to hand the job's checkpoint directory on FSx to the trainer user
                     "securityContext": pods.root_container(add_capabilities=("CHOWN",)),
@@ -330,7 +329,7 @@ class TrainingJob(pulumi.ComponentResource):
                     *flags,
                 ],
                 "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
-                "securityContext": pods.restricted_container(uid=RUN_AS_USER),
+                "securityContext": pods.restricted_container(uid=RUN_AS_UID),
                 "resources": _SMALL,
                 "volumeMounts": [m for m in mounts if m["name"] in ("fsx", "checkpoints")],
             }
@@ -342,7 +341,7 @@ class TrainingJob(pulumi.ComponentResource):
             "env": environment(group, region),
             "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
             "resources": pods.size_resources(size),
-            "securityContext": pods.restricted_container(uid=RUN_AS_USER),
+            "securityContext": pods.restricted_container(uid=RUN_AS_UID),
             "volumeMounts": mounts,
         }
         return {
