@@ -24,6 +24,7 @@ from infra.config import FsxConfig, StackConfig
 from infra.config.capacity import quotas as namespace_quotas
 from infra.context import Context, make_context
 from infra.network.vpc import Network, NetworkArgs
+from infra.registry.trainer_image import TrainerRepository, TrainerRepositoryArgs
 from infra.security.access import ClusterAccess, ClusterAccessArgs, principal_slug
 from infra.security.audit_trail import AuditTrail, AuditTrailArgs
 from infra.security.deploy_runner import DeployRunner, DeployRunnerArgs
@@ -118,6 +119,10 @@ class Platform:
             ),
             ctx,
             ctx.opts(),
+        )
+        # the trainer image's ECR repository, encrypted like the data (infra/registry)
+        self.trainer_repository = TrainerRepository(
+            "trainer-image", TrainerRepositoryArgs(kms_key_arn=self.keys.data.arn), ctx, ctx.opts()
         )
 
     # ------------------------------------------------------------------ 2. control plane
@@ -400,6 +405,7 @@ class Platform:
             "private_subnet_ids": self.network.private_subnet_ids,
             "kms_key_arns": self.keys.arns(),
             "bucket_names": self.storage.bucket_names,
+            "trainer_repository_url": self.trainer_repository.repository_url,
         }
         if self.github is not None:
             out.update(
