@@ -681,7 +681,7 @@ class GpuNodeGroupConfig(ScalingMixin):
                     "min_size",
                     self.min_size,
                     "must be 0 for a capacity_block group: its instances exist only inside the "
-                    "block's time window; raise desired_size while the block is active",
+                    "block's time window, which capacity.start_utc / end_utc schedule",
                 )
         for key, value in self.labels.items():
             if _reserved_label(key) or not _LABEL_KEY.match(key):
