@@ -27,7 +27,11 @@ from infra.network.vpc import Network, NetworkArgs
 from infra.registry.trainer_image import TrainerRepository, TrainerRepositoryArgs
 from infra.security.access import ClusterAccess, ClusterAccessArgs, principal_slug
 from infra.security.audit_trail import AuditTrail, AuditTrailArgs
-from infra.security.deploy_runner import DeployRunner, DeployRunnerArgs
+from infra.security.deploy_runner import (
+    DeployRunner,
+    DeployRunnerArgs,
+    connected_network_ingress,
+)
 from infra.security.github_oidc import GithubOidc, GithubOidcArgs
 from infra.security.keys import Keys, KeysArgs
 from infra.security.roles import ClusterRoles, ClusterRolesArgs, DataStagerRole, DataStagerRoleArgs
@@ -37,9 +41,9 @@ from infra.security.service_roles import (
     needed_services,
 )
 from infra.security.statements import staging_statements
-from infra.storage.lake import DataLake, DataLakeArgs
+from infra.storage.lake import BucketRef, DataLake, DataLakeArgs
 from infra.storage.lustre import Lustre, LustreArgs, training_zone
-from workloads.facts import BucketRef, ClusterFacts
+from workloads.facts import ClusterFacts
 from workloads.serving.service import VllmService, VllmServiceArgs
 from workloads.training.job import TrainingJob, TrainingJobArgs
 
@@ -192,6 +196,15 @@ class Platform:
                 ctx,
                 ctx.opts(),
             )
+        if config.deploy.kubernetes_from == "connected_network":
+            connected_network_ingress(
+                "deploy-network",
+                cidrs=[str(c) for c in config.deploy.connected_cidrs],
+                cluster_name=self.cluster.name,
+                cluster_security_group_id=self.cluster.node_security_group_id,
+                deployer_arns=self.deployer_arns,
+                opts=ctx.opts(),
+            )
 
     # ------------------------------------------------------------------ 4. cluster services
 
@@ -318,10 +331,8 @@ class Platform:
                     subnet_id=self.network.private_subnet_by_zone[training_zone(config)],
                     client_security_group_id=self.cluster.node_security_group_id,
                     kms_key_arn=self.keys.data.arn,
-                    datasets_bucket=lake.datasets.bucket,
-                    datasets_bucket_arn=lake.datasets.arn,
-                    checkpoints_bucket=lake.checkpoints.bucket,
-                    checkpoints_bucket_arn=lake.checkpoints.arn,
+                    datasets=BucketRef.of(lake.datasets),
+                    checkpoints=BucketRef.of(lake.checkpoints),
                     namespace=fsx_namespace,
                     depends_on=[
                         self.cluster.managed_addons["aws-fsx-csi-driver"],
@@ -362,6 +373,11 @@ class Platform:
                         self.addons,
                         *([self.fsx] if self.fsx is not None and job.use_fsx else []),
                     ],
+                    **(
+                        {"checkpoint_write_mb_per_s": config.storage.fsx.throughput_mb_per_s}
+                        if config.storage.fsx is not None and job.use_fsx
+                        else {}
+                    ),
                 ),
                 ctx,
                 ctx.opts(),
@@ -413,7 +429,9 @@ class Platform:
                 ci_deploy_role_arn=self.github.deploy_role.arn,
             )
         out.update(
-            kubernetes_layer=kubernetes_layer(config, self.deploy_runner, self.deployer_arns),
+            kubernetes_layer=kubernetes_layer(
+                config, self.deploy_runner, self.deployer_arns, self.cluster.k8s_provider.urn
+            ),
             namespaces=sorted(self.access.namespaces),
             cluster_arn=self.cluster.arn,
             cluster_endpoint=self.cluster.endpoint,
@@ -458,14 +476,20 @@ class Platform:
 
 
 def kubernetes_layer(
-    config: StackConfig, runner: DeployRunner | None, deployer_arns: list[Any]
+    config: StackConfig,
+    runner: DeployRunner | None,
+    deployer_arns: list[Any],
+    kubernetes_provider_urn: Any,
 ) -> dict[str, Any]:
-    """Where the Kubernetes layer is deployed from, and by whom (the plan's output)."""
+    """Where the Kubernetes layer is deployed from, and by whom (the plan's output).
+    `bootstrap_exclude`: the first `pulumi up` of a new stack, from outside the VPC, runs with
+    `--exclude <it> --exclude-dependents` (README, "Deploy path")."""
     where = config.deploy.kubernetes_from
     out: dict[str, Any] = {
         "deployed_from": where or "undeclared",
         "endpoint": "public" if config.cluster.endpoint_public_access else "private",
         "deployers": [*deployer_arns, *config.security.cluster_admin_arns],
+        "bootstrap_exclude": kubernetes_provider_urn,
     }
     if runner is not None:
         out.update(runner_project=runner.project.name, runs_on=runner.runs_on)

@@ -158,6 +158,7 @@ import pulumi
 import pulumi_kubernetes as kubernetes
 from infra.config import config_from_pulumi
 from infra.context import make_context
+from infra.storage.lake import BucketRef
 from infra.storage.lustre import Lustre, LustreArgs
 
 config = config_from_pulumi()
@@ -174,10 +175,12 @@ lustre = Lustre(
         subnet_id="subnet-0train",
         client_security_group_id="sg-0nodes",
         kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/data",
-        datasets_bucket="llm-dev-datasets-123456789012",
-        datasets_bucket_arn="arn:aws:s3:::llm-dev-datasets-123456789012",
-        checkpoints_bucket="llm-dev-checkpoints-123456789012",
-        checkpoints_bucket_arn="arn:aws:s3:::llm-dev-checkpoints-123456789012",
+        datasets=BucketRef(
+            "llm-dev-datasets-123456789012", "arn:aws:s3:::llm-dev-datasets-123456789012"
+        ),
+        checkpoints=BucketRef(
+            "llm-dev-checkpoints-123456789012", "arn:aws:s3:::llm-dev-checkpoints-123456789012"
+        ),
         namespace="ml-train",
         depends_on=[namespace],
     ),

@@ -15,23 +15,15 @@ from typing import Any, Literal
 import pulumi
 
 from infra.security.roles import PodRoleArgs
+from infra.storage.lake import BucketRef
 
-
-@dataclass(frozen=True)
-class BucketRef:
-    """An S3 bucket as workloads see it: its name (for URIs) and ARN (for IAM)."""
-
-    name: pulumi.Input[str]
-    arn: pulumi.Input[str]
-
-    @classmethod
-    def of(cls, bucket: Any) -> BucketRef:
-        """From an `aws.s3.Bucket` (or anything with `.bucket` and `.arn`)."""
-        return cls(name=bucket.bucket, arn=bucket.arn)
+__all__ = ["BucketRef", "ClusterFacts"]
 
 
 @dataclass(frozen=True)
 class ClusterFacts:
+    """The cluster, its data stores and how its pods get AWS credentials."""
+
     cluster_name: pulumi.Input[str]
     environment: str
     datasets: BucketRef

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -39,6 +40,19 @@ _PREFIX_RULE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _RESERVED_HEADS = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_NAME_MAX = 63
 _ACCOUNT_ID_LEN = 12
+
+
+@dataclass(frozen=True)
+class BucketRef:
+    """A bucket as its users see it: its name (for s3:// URIs) and ARN (for IAM)."""
+
+    name: pulumi.Input[str]
+    arn: pulumi.Input[str]
+
+    @classmethod
+    def of(cls, bucket: Any) -> BucketRef:
+        """From an `aws.s3.Bucket` (or anything with `.bucket` and `.arn`)."""
+        return cls(name=bucket.bucket, arn=bucket.arn)
 
 
 def check_bucket_prefix(prefix: str) -> None:

@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from infra.config import FsxConfig, StackConfig
 from infra.context import Context
+from infra.storage.lake import BucketRef
 
 # Lustre: 988 for LNet, 1018-1023 for the servers' (and clients') reserved ports.
 LUSTRE_PORT_RANGES = ((988, 988), (1018, 1023))
@@ -68,10 +69,9 @@ class LustreArgs:
     # The security group of the nodes that mount the file system (the EKS node SG).
     client_security_group_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
-    datasets_bucket: pulumi.Input[str]
-    datasets_bucket_arn: pulumi.Input[str]
-    checkpoints_bucket: pulumi.Input[str]
-    checkpoints_bucket_arn: pulumi.Input[str]
+    # the buckets the file system imports datasets from and exports checkpoints to
+    datasets: BucketRef
+    checkpoints: BucketRef
     namespace: str = "training"
     # Resources the Kubernetes objects wait for (the namespace, the CSI driver add-on).
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
@@ -139,7 +139,7 @@ class Lustre(pulumi.ComponentResource):
         self.datasets_association = self._association(
             "datasets",
             DATASETS_PATH,
-            pulumi.Output.concat("s3://", args.datasets_bucket, "/", cfg.datasets_prefix),
+            pulumi.Output.concat("s3://", args.datasets.name, "/", cfg.datasets_prefix),
             s3(
                 auto_import_policy=aws.fsx.DataRepositoryAssociationS3AutoImportPolicyArgs(
                     events=ALL_EVENTS
@@ -151,7 +151,7 @@ class Lustre(pulumi.ComponentResource):
         self.checkpoints_association = self._association(
             "checkpoints",
             CHECKPOINTS_PATH,
-            pulumi.Output.concat("s3://", args.checkpoints_bucket, "/", cfg.checkpoints_prefix),
+            pulumi.Output.concat("s3://", args.checkpoints.name, "/", cfg.checkpoints_prefix),
             s3(
                 auto_export_policy=aws.fsx.DataRepositoryAssociationS3AutoExportPolicyArgs(
                     events=ALL_EVENTS
@@ -259,8 +259,8 @@ class Lustre(pulumi.ComponentResource):
         )
         associations = [self.datasets_association, self.checkpoints_association]
         for purpose, bucket_arn in (
-            ("datasets", args.datasets_bucket_arn),
-            ("checkpoints", args.checkpoints_bucket_arn),
+            ("datasets", args.datasets.arn),
+            ("checkpoints", args.checkpoints.arn),
         ):
             aws.kms.Grant(
                 f"{purpose}-fsx-s3-key-grant",
