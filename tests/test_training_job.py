@@ -13,6 +13,8 @@ import pytest
 from infra.config import ConfigError, parse_stack_config
 from infra.plan.engine import Plan, PlanError
 from infra.plan.k8s import Manifest, manifests, validate_manifests
+from workloads.training.config import MODEL_SIZES
+from workloads.training.stopping import shutdown_timeouts, termination_grace_s
 
 IMAGE = "public.ecr.aws/llmcloud/trainer:0.1.0"
 
@@ -167,6 +169,7 @@ def test_torchrun_rendezvous_runs_on_pod_0_through_the_headless_service(plan: Pl
         "--rdzv-endpoint=gpt-h100-0.rdzv-gpt-h100:29500",
         "--rdzv-id=gpt-h100",
         "--max-restarts=2",
+        f"--shutdown-timeout={shutdown_timeouts(termination_grace_s(_1B, 125))[0]}",
     ]
     assert args[args.index("-m") + 1] == "workloads.training"
     assert "--parallel=fsdp" in args and "--model=1b" in args
@@ -334,3 +337,42 @@ def test_global_batch_not_divisible_by_world_size_is_a_plan_error(plan_program):
     message = str(e.value)
     assert "trainer.batch_size = 100" in message
     assert "divisible by the world size: 16 ranks (2 nodes x 8 GPUs of p5.48xlarge)" in message
+
+
+_1B = MODEL_SIZES["1b"].parameters
+
+
+def test_pods_have_the_grace_period_a_final_checkpoint_needs_and_the_trainer_knows_it(
+    plan: Plan,
+):
+    """SIGTERM (eviction, spot reclaim) reaches torchrun, which forwards it and SIGKILLs the
+    workers after --shutdown-timeout; the kubelet SIGKILLs the pod after the grace period.
+    Both nest so the trainer's final save fits: a 1B model checkpoint (16 GB) at gp3's
+    125 MB/s needs minutes, a 125M one about a minute."""
+    for name, params in (("gpt-h100", _1B), ("gpt-a100", MODEL_SIZES["125m"].parameters)):
+        job = objects(plan, "Job")[name]
+        grace = job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace == termination_grace_s(params, 125)
+        container = trainer_container(job)
+        torchrun_s, trainer_s = shutdown_timeouts(grace)
+        assert f"--shutdown-timeout={torchrun_s}" in container["args"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["LLMCLOUD_STOP_GRACE_S"] == str(trainer_s)
+    assert (
+        objects(plan, "Job")["gpt-h100"]["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        > 4 * 60
+    )
+
+
+def test_a_job_on_fsx_sizes_its_grace_period_from_the_file_systems_throughput(prod_plan):
+    from infra.config import load_stack_config
+    from tests.conftest import ROOT
+
+    fsx = load_stack_config(ROOT, "prod").storage.fsx
+    job = next(
+        r for r in prod_plan.resources if r.type == "kubernetes:batch/v1:Job" and "gpt-1b" in r.name
+    )
+    grace = job.inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == termination_grace_s(_1B, fsx.throughput_mb_per_s)

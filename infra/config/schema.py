@@ -996,6 +996,12 @@ class FsxConfig(Model):
         " `/`, no `s3://`)",
     )
 
+    @property
+    def throughput_mb_per_s(self) -> float:
+        """The file system's baseline throughput: the per-TiB tier times its size (FSx for
+        Lustre user guide, "Performance")."""
+        return self.throughput_mbps_per_tib * self.storage_capacity_gib / 1024
+
     @field_validator("storage_capacity_gib")
     @classmethod
     def _capacity(cls, v: int) -> int:

@@ -34,6 +34,8 @@ from infra.security.statements import training_statements
 from infra.storage.lustre import CHECKPOINTS_PATH, DATASETS_PATH
 from workloads import pods
 from workloads.facts import ClusterFacts
+from workloads.training.config import ModelShape, TrainConfig, from_mapping
+from workloads.training.stopping import GRACE_ENV, shutdown_timeouts, termination_grace_s
 
 RENDEZVOUS_PORT = 29500
 FSX_MOUNT = "/fsx"
@@ -48,6 +50,7 @@ JOB_LABEL = "llmcloud.io/training-job"
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 JOBSET_REPLICATED_JOB = "node"
+GP3_BASELINE_MB_PER_S = 125.0  # gp3's baseline throughput (EBS user guide, "gp3 volumes")
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,19 @@ class TrainingJobArgs:
     namespace: str | None = None  # default: the job's `namespace`
     # what the Kubernetes objects wait for (the namespace, the FSx claim, device plugins)
     depends_on: Sequence[pulumi.Resource] = ()
+    # where checkpoints are written, in MB/s: FSx for Lustre's provisioned throughput
+    # (`Lustre.throughput_mb_per_s`), or the node's gp3 root volume at its 125 MB/s baseline
+    checkpoint_write_mb_per_s: float = GP3_BASELINE_MB_PER_S
 
 
 # --------------------------------------------------------------------------- derived values
+
+
+def trainer_shape(job: TrainingJobConfig) -> ModelShape:
+    """The model the trainer will build from the job's `trainer:` keys."""
+    values = from_mapping(job.trainer, f"training[{job.name}].trainer")
+    values.pop("data", None)
+    return TrainConfig(**values).shape
 
 
 def check_job(job: TrainingJobConfig, group: GpuNodeGroupConfig) -> None:
@@ -190,6 +203,10 @@ class TrainingJob(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
         ns = args.namespace or job.namespace
         self._job, self._group, self._ns = job, group, ns
+        # long enough for the step in flight and a final save of the whole checkpoint
+        self._grace_s = termination_grace_s(
+            trainer_shape(args.job).parameters, args.checkpoint_write_mb_per_s
+        )
         self.labels = {
             "app.kubernetes.io/name": "trainer",
             "app.kubernetes.io/instance": job.name,
@@ -286,6 +303,7 @@ class TrainingJob(pulumi.ComponentResource):
     ) -> dict[str, Any]:
         job, group = self._job, self._group
         size = pod_size(group)
+        torchrun_s, trainer_s = shutdown_timeouts(self._grace_s)
         volumes: list[dict[str, Any]] = [
             pods.shm_volume(size),
             {"name": "scratch", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
@@ -337,8 +355,14 @@ class TrainingJob(pulumi.ComponentResource):
         trainer = {
             "name": "trainer",
             "image": job.image,
-            "args": [*torchrun_args(job, group), "-m", "workloads.training", *flags],
-            "env": environment(group, region),
+            "args": [
+                *torchrun_args(job, group),
+                f"--shutdown-timeout={torchrun_s}",
+                "-m",
+                "workloads.training",
+                *flags,
+            ],
+            "env": [*environment(group, region), {"name": GRACE_ENV, "value": str(trainer_s)}],
             "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
             "resources": pods.size_resources(size),
             "securityContext": pods.restricted_container(uid=RUN_AS_UID),
@@ -360,7 +384,7 @@ class TrainingJob(pulumi.ComponentResource):
                 **pods.gpu_placement(group.name),
                 # per container: only `prepare-checkpoints` runs as root
                 "securityContext": pods.pod_security_context(uid=None),
-                "terminationGracePeriodSeconds": 60,
+                "terminationGracePeriodSeconds": self._grace_s,
                 "initContainers": init,
                 "containers": [trainer],
                 "volumes": volumes,
