@@ -23,7 +23,7 @@ from infra.plan.engine import Plan, Resource
 from infra.plan.policy_runner import evaluate_policies
 from infra.plan.report import render_json, render_markdown, render_sarif
 from infra.plan.run import PlanReport
-from infra.plan.scheduling import parse_quantity, simulate_plan
+from infra.plan.scheduling import Obj, parse_quantity, simulate, simulate_plan
 from policies.rules.base import PolicySettings
 
 JOB = "kubernetes:batch/v1:Job"
@@ -244,3 +244,174 @@ def test_allocatable_memory_is_capacity_minus_kube_reserved_and_eviction():
 )
 def test_quantities_parse_like_kubernetes(quantity, value):
     assert parse_quantity(quantity) == value
+
+
+# ----------------------------------------------------------------------------- synthetic stacks
+
+COMPONENT = "urn:pulumi:t::p::llmcloud:cluster:GpuNodeGroup::gpu-l40s"
+
+
+def l40s_group(max_size: int = 2, autoscaled: bool = True) -> list[Obj]:
+    """One g6e.12xlarge group (4 L40S) as the node group component plans it."""
+    group = Obj(
+        urn="urn:ng",
+        type="aws:eks/nodeGroup:NodeGroup",
+        name="gpu-l40s-node-group",
+        parent=COMPONENT,
+        props={
+            "nodeGroupName": "l40s",
+            "instanceTypes": ["g6e.12xlarge"],
+            "scalingConfig": {"minSize": 0, "desiredSize": 0, "maxSize": max_size},
+            "labels": {"llmcloud.io/node-group": "l40s"},
+            "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
+            "launchTemplate": {"id": "lt-1"},
+        },
+    )
+    template = Obj(
+        "urn:lt", "aws:ec2/launchTemplate:LaunchTemplate", "lt", {}, COMPONENT, id="lt-1"
+    )
+    out = [group, template]
+    if autoscaled:
+        tag = {"key": "k8s.io/cluster-autoscaler/enabled", "value": "true"}
+        out += [
+            Obj("urn:tag", "aws:autoscaling/tag:Tag", "t", {"tag": tag}, COMPONENT),
+            Obj("urn:ca", RELEASE, "ca", {"chart": "cluster-autoscaler", "name": "ca"}),
+        ]
+    return out
+
+
+def gpu_pod(gpus: int, **extra) -> dict:
+    return {
+        "metadata": {"labels": {"app": "x"}},
+        "spec": {
+            "nodeSelector": {"llmcloud.io/node-group": "l40s"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "containers": [
+                {
+                    "name": "c",
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "8Gi", "nvidia.com/gpu": str(gpus)}
+                    },
+                }
+            ],
+            **extra,
+        },
+    }
+
+
+def custom(kind: str, spec: dict) -> Obj:
+    return Obj(
+        f"urn:{kind}",
+        "kubernetes:apiextensions.k8s.io:CustomResource",
+        kind.lower(),
+        {"kind": kind, "metadata": {"name": kind.lower(), "namespace": "serving"}, "spec": spec},
+    )
+
+
+def test_leader_worker_set_counts_leaders_and_workers_per_replica():
+    lws = custom(
+        "LeaderWorkerSet",
+        {"replicas": 2, "leaderWorkerTemplate": {"size": 2, "workerTemplate": gpu_pod(4)}},
+    )
+    pods = {p.template.role: p for p in simulate([*l40s_group(max_size=3), lws]).pods}
+    assert (pods["leader"].placed, pods["leader"].template.count) == (2, 2)
+    worker = pods["worker"]
+    assert (worker.placed, worker.template.count) == (1, 2)  # 3 nodes for 4 whole-node pods
+    assert worker.reason == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+
+
+def test_jobset_pods_are_replicas_times_parallelism():
+    jobset = custom(
+        "JobSet",
+        {
+            "replicatedJobs": [
+                {
+                    "name": "node",
+                    "replicas": 1,
+                    "template": {"spec": {"parallelism": 2, "template": gpu_pod(4)}},
+                }
+            ]
+        },
+    )
+    (pod,) = simulate([*l40s_group(max_size=2), jobset]).pods
+    assert (pod.template.count, pod.placed, pod.groups) == (2, 2, {"l40s": 2})
+
+
+def test_without_an_autoscaler_only_desired_nodes_exist():
+    job = Obj(
+        "urn:job",
+        JOB,
+        "job",
+        {
+            "metadata": {"name": "j", "namespace": "t"},
+            "spec": {"parallelism": 1, "template": gpu_pod(1)},
+        },
+    )
+    (pod,) = simulate([*l40s_group(autoscaled=False), job]).pods
+    assert pod.reason == (
+        "no nodes available to schedule pods. Node group(s) l40s stay at their desired size: "
+        "nothing scales them (no Cluster Autoscaler, or its discovery tags are missing)."
+    )
+    assert pod.placed == 0
+
+
+def test_hostname_spread_and_anti_affinity_hold_one_pod_per_node():
+    anti = {
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app": "x"}},
+                    }
+                ]
+            }
+        }
+    }
+    deployment = Obj(
+        "urn:d",
+        DEPLOYMENT,
+        "d",
+        {
+            "metadata": {"name": "d", "namespace": "s"},
+            "spec": {"replicas": 3, "template": gpu_pod(1, **anti)},
+        },
+    )
+    (pod,) = simulate([*l40s_group(max_size=2), deployment]).pods
+    assert (pod.placed, pod.groups) == (2, {"l40s": 2})
+    assert pod.reason == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+
+
+def test_required_node_affinity_not_in_excludes_the_group():
+    affinity = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "node.kubernetes.io/instance-type",
+                                    "operator": "NotIn",
+                                    "values": ["g6e.12xlarge"],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+    }
+    job = Obj(
+        "urn:job",
+        JOB,
+        "job",
+        {"metadata": {"name": "j", "namespace": "t"}, "spec": {"template": gpu_pod(1, **affinity)}},
+    )
+    (pod,) = simulate([*l40s_group(), job]).pods
+    assert (
+        pod.reason
+        == "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    )

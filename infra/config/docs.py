@@ -42,6 +42,8 @@ TABLE_PATHS = (
     "storage.fsx",
     "training[]",
     "serving[]",
+    "deploy",
+    "deploy.runner",
 )
 
 

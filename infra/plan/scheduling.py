@@ -18,7 +18,8 @@ CrossGuard hands it, `policies/rules/scheduling.py`):
   would (`exceeded quota: ...`).
 
 Placement follows the scheduler's filters (node selector, required node affinity, taints and
-tolerations, resources, hostname topology spread with DoNotSchedule) and a least-allocated
+tolerations, resources, hostname topology spread with DoNotSchedule, required hostname pod
+anti-affinity) and a least-allocated
 score; a pod that fits nowhere gets the scheduler's own message, `0/30 nodes are available: 8
 Insufficient memory, 22 node(s) didn't match Pod's node affinity/selector.`
 """
@@ -574,6 +575,8 @@ def _quotas(objs: Sequence[Obj]) -> dict[str, tuple[str, dict[str, float]]]:
 
 
 def _reason(total: int, counts: Counter[str], extra: str = "") -> str:
+    if total == 0:  # the scheduler's words for an empty cluster
+        return f"no nodes available to schedule pods.{extra}"
     parts = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
     return f"0/{total} nodes are available: {parts}.{extra}"
 
@@ -682,6 +685,16 @@ def _filter(
         for c in t.spec.get("topologySpreadConstraints") or []
         if c.get("whenUnsatisfiable") == "DoNotSchedule" and c.get("topologyKey") == HOSTNAME
     ]
+    # required pod anti-affinity per node (hostname): one matching pod per node at most
+    anti = [
+        term.get("labelSelector") or {}
+        for term in _get(
+            t.spec,
+            ("affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution"),
+        )
+        or []
+        if term.get("topologyKey") == HOSTNAME
+    ]
     selected = [selects_node(t.spec, n.labels) for n in nodes]
     eligible = [n for n, ok in zip(nodes, selected, strict=True) if ok]
     feasible: list[tuple[int, Node]] = []
@@ -700,6 +713,9 @@ def _filter(
             continue
         if spread and not _spread_ok(spread, node, eligible):
             why["node(s) didn't match pod topology spread constraints"] += 1
+            continue
+        if anti and any(_selector_matches(sel, p) for sel in anti for p in node.pods):
+            why["node(s) didn't match pod anti-affinity rules"] += 1
             continue
         feasible.append((position, node))
     if not feasible:
