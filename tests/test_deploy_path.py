@@ -224,3 +224,30 @@ def deploy_path_violations(plan, overrides) -> list[str]:
         _Args(plan, overrides), lambda m, urn=None: messages.append(m), None
     )
     return messages
+
+
+def test_a_connected_network_declares_443_from_its_ranges_and_passes_the_rule():
+    deploy = {"kubernetes_from": "connected_network", "connected_cidrs": ["10.99.0.0/16"]}
+    plan = evaluate(ROOT, "staging", config_overrides={"llmcloud:deploy": deploy})
+    cluster_sg = plan.by_type("aws:eks/cluster:Cluster")[0].outputs["vpcConfig"][
+        "clusterSecurityGroupId"
+    ]
+    rules = [
+        r
+        for r in plan.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("cidrIpv4") == "10.99.0.0/16"
+    ]
+    assert [(r.inputs["securityGroupId"], r.inputs["fromPort"]) for r in rules] == [
+        (cluster_sg, 443)
+    ]
+    assert not plan.by_type("aws:codebuild/project:Project")
+    assert [v for v in run_policies(plan, None) if v.policy == RULE] == []
+    assert plan.outputs["kubernetes_layer"]["connected_cidrs"] == ["10.99.0.0/16"]
+
+
+def test_the_bootstrap_exclude_is_the_kubernetes_provider_every_kubernetes_resource_uses(
+    prod_plan,
+):
+    urn = prod_plan.outputs["kubernetes_layer"]["bootstrap_exclude"]
+    (provider,) = prod_plan.by_type("pulumi:providers:kubernetes")
+    assert urn == provider.urn

@@ -269,3 +269,34 @@ def runner_statements(
             "Resource": connection_arn,
         },
     ]
+
+
+def connected_network_ingress(
+    name: str,
+    *,
+    cidrs: Sequence[str],
+    cluster_name: pulumi.Input[str],
+    cluster_security_group_id: pulumi.Input[str],
+    deployer_arns: Sequence[pulumi.Input[str]],
+    opts: pulumi.ResourceOptions,
+) -> list[aws.vpc.SecurityGroupIngressRule]:
+    """`kubernetes_from: connected_network`: the cluster security group admits 443 from the
+    connected network's ranges (a VPN or Direct Connect you own), tagged like the runner's
+    rule so the deploy-path rule sees the declaration and its deployers."""
+    deployers = pulumi.Output.all(*deployer_arns).apply(
+        lambda arns: " ".join(sorted(str(a) for a in arns))
+    )
+    return [
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-{cidr.replace('/', '-').replace('.', '-')}",
+            security_group_id=cluster_security_group_id,
+            cidr_ipv4=cidr,
+            ip_protocol="tcp",
+            from_port=HTTPS_PORT,
+            to_port=HTTPS_PORT,
+            description=f"Kubernetes API from the connected network {cidr}",
+            tags={DEPLOYS_TAG: cluster_name, DEPLOYERS_TAG: deployers},
+            opts=opts,
+        )
+        for cidr in cidrs
+    ]
