@@ -40,7 +40,7 @@ def test_shipped_stacks_are_admitted(stack_report, stack):
 
 
 def test_prod_training_job_over_the_old_default_quota_is_a_config_error():
-    """Issue 14: 4 pods of 163 CPU / 1740Gi against 512 CPU / 4Ti."""
+    """Before: 4 pods of 163 CPU / 1740Gi against 512 CPU / 4Ti."""
     message = error("prod", lambda c: namespace(c, "training").update(cpu_quota="512"))
     assert "llmcloud:security.namespaces[0].cpu_quota = '512'" in message
     assert "need 652 CPU at max scale (training[0] gpt-1b-pretrain: 4 pods x 163)" in message
@@ -59,7 +59,7 @@ def test_gpu_and_efa_quotas_are_checked_against_the_workloads():
 
 
 def test_two_endpoints_on_one_group_are_summed_against_its_gpus():
-    """Issue 14: two endpoints on dev's l4 group (2 nodes x 1 GPU) needing 3 GPUs at max."""
+    """Before: two endpoints on dev's l4 group (2 nodes x 1 GPU) needing 3 GPUs at max."""
 
     def second_endpoint(c: dict) -> None:
         first = c["llmcloud:serving"][0]

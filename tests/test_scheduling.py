@@ -1,6 +1,6 @@
 """The plan's scheduling simulation and the capacity rules: the shipped stacks place every pod
-at max scale, and each defect of issue 14's Why, rebuilt on a shipped stack's plan, comes out
-as a mandatory `k8s-schedulable` (or `k8s-network-policy-enforced`) finding that names the
+at max scale, and each capacity defect the platform once had, rebuilt on a shipped stack's
+plan, comes out as a mandatory `k8s-schedulable` (or `k8s-network-policy-enforced`) finding that names the
 workload and the numbers, in the scheduler's own words."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_node_groups_report_allocatable_and_who_brings_the_nodes(stack_report):
 
 
 def test_training_job_over_its_namespace_quota_is_refused_like_the_api_server(stack_report):
-    """Issue 14: prod's gpt-1b-pretrain (4 pods of 163 CPU / 1740Gi) in the old default quota
+    """Before: prod's gpt-1b-pretrain (4 pods of 163 CPU / 1740Gi) in the old default quota
     (512 CPU / 4Ti): two pods are refused with 403 exceeded quota."""
 
     def old_quota(r: Resource) -> Resource:
@@ -116,7 +116,7 @@ def test_training_job_over_its_namespace_quota_is_refused_like_the_api_server(st
 
 
 def test_groups_at_zero_with_no_autoscaler_leave_training_pending(stack_report):
-    """Issue 14: nothing scaled the node groups; every GPU group starts at desiredSize 0."""
+    """Before: nothing scaled the node groups; every GPU group starts at desiredSize 0."""
     plan = mutated(
         stack_report("dev").plan,
         lambda r: None if r.type == RELEASE and r.inputs.get("name") == "cluster-autoscaler" else r,
@@ -160,7 +160,7 @@ def test_a_gpu_pod_without_the_toleration_meets_the_taint(stack_report):
 
 
 def test_endpoints_needing_more_gpus_than_the_group_holds_stay_pending(stack_report):
-    """Issue 14: serving capacity per node group, not per endpoint: dev's l4 group holds 2 x 1
+    """Before: serving capacity per node group, not per endpoint: dev's l4 group holds 2 x 1
     GPU; 3 replicas of one GPU cannot all run."""
 
     def three(r: Resource) -> Resource:
@@ -185,7 +185,7 @@ def test_endpoints_needing_more_gpus_than_the_group_holds_stay_pending(stack_rep
 
 
 def test_network_policies_without_an_engine_are_flagged(stack_report):
-    """Issue 14: 15-16 NetworkPolicies per stack and a vpc-cni add-on without its agent."""
+    """Before: 15-16 NetworkPolicies per stack and a vpc-cni add-on without its agent."""
     shipped = stack_report("prod").plan
     assert not findings(shipped, "k8s-network-policy-enforced")
 

@@ -11,7 +11,7 @@ For each node group of the stack config:
 Groups on reserved capacity are checked against their reservation, not the vCPU quota: an
 ODCR took its quota when it was created, and a Capacity Block is capacity bought outright.
 
-For the account (fresh accounts, issue 15):
+For the account (fresh accounts included):
 - the service-linked roles the stack depends on exist, or the stack creates them
   (`security.create_service_linked_roles`); one that exists but the stack would create again
   makes `pulumi up` fail, and is reported;
