@@ -1,7 +1,7 @@
 """The plan's scheduling simulation and the capacity rules: the shipped stacks place every pod
 at max scale, and each capacity defect the platform once had, rebuilt on a shipped stack's
-plan, comes out as a mandatory `k8s-schedulable` (or `k8s-network-policy-enforced`) finding that names the
-workload and the numbers, in the scheduler's own words."""
+plan, comes out as a mandatory `k8s-schedulable` (or `k8s-network-policy-enforced`) finding
+that names the workload and the numbers, in the scheduler's own words."""
 
 from __future__ import annotations
 
