@@ -400,6 +400,32 @@ def stage_client(
     )
 
 
+def _run(
+    options: StageOptions,
+    s3: BaseClient,
+    target: Target,
+    console: Console | None,
+    cache: HashCache | None,
+    files: list[LocalFile],
+    remote: dict[str, RemoteObject],
+    records: dict[str, ManifestEntry],
+    result: StageResult,
+) -> list[ManifestEntry]:
+    """The files decided and uploaded, with the progress bars and the hash cache."""
+    cache = cache or HashCache(options.src)
+    if not options.include and not options.exclude:
+        cache.keep_only(files)  # deleted files leave the cache with this run
+    try:
+        with Display(
+            console, len(files), result.bytes_total, upload=not options.dry_run
+        ) as display:
+            return _Stager(options, s3, target, display, cache, remote, records).run(files, result)
+    finally:
+        cache.flush()  # what was hashed stays hashed, even after a Ctrl-C
+        result.hash_cache_hits = cache.hits
+        cache.close()
+
+
 def stage(
     options: StageOptions,
     *,
@@ -429,27 +455,29 @@ def stage(
         filters = " after --include/--exclude" if options.include or options.exclude else ""
         raise StageUsageError(f"SRC {str(options.src)!r} has no files to stage{filters}")
     s3 = s3 or stage_client(options.concurrency, region, endpoint_url)
-    target = prepare_target(s3, options.dest, options.kms_key, kms, endpoint_url)
-
     result = StageResult(options.dest, len(files), sum(f.size for f in files))
-    cache = cache or HashCache(options.src)
-    if not options.include and not options.exclude:
-        cache.keep_only(files)  # deleted files leave the cache with this run
+    # The requests before the run go out together (one round trip, not four). The bucket
+    # and key checks come first in their thread, so nothing is written unless they pass
+    # and their usage errors win; stale uploads of a killed run are aborted right after,
+    # before any upload of this run starts (S3's clock need not agree with ours).
+    keys = {options.dest.key(f.relative) for f in files}
+
+    def checked_target() -> tuple[Target, int]:
+        checked = prepare_target(s3, options.dest, options.kms_key, kms, endpoint_url)
+        if options.dry_run:
+            return checked, 0
+        return checked, abort_stale_uploads(s3, options.dest, keys, started_at)
+
+    before = ThreadPoolExecutor(3, thread_name_prefix="llmcloud-stage-pre")
     try:
-        with Display(
-            console, len(files), result.bytes_total, upload=not options.dry_run
-        ) as display:
-            records = previous_entries(s3, options.dest)
-            remote = list_remote(s3, options.dest)
-            if not options.dry_run:
-                keys = {options.dest.key(f.relative) for f in files}
-                result.aborted_uploads = abort_stale_uploads(s3, options.dest, keys, started_at)
-            stager = _Stager(options, s3, target, display, cache, remote, records)
-            entries = stager.run(files, result)
+        target_f = before.submit(checked_target)
+        records_f = before.submit(previous_entries, s3, options.dest)
+        remote_f = before.submit(list_remote, s3, options.dest)
+        target, result.aborted_uploads = target_f.result()
+        records, remote = records_f.result(), remote_f.result()
     finally:
-        cache.flush()  # what was hashed stays hashed, even after a Ctrl-C
-        result.hash_cache_hits = cache.hits
-        cache.close()
+        before.shutdown(wait=True, cancel_futures=True)
+    entries = _run(options, s3, target, console, cache, files, remote, records, result)
 
     if not options.dry_run and result.ok:
         if _manifest_unchanged(records, entries):
