@@ -4,6 +4,7 @@ the plan recorded; small throwaway Pulumi programs are planned through the same 
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,20 @@ def write_project(
     (directory / "stacks" / f"Pulumi.{stack}.yaml").write_text(
         yaml.safe_dump({"config": stack_config})
     )
+    return directory
+
+
+def copy_project_with(directory: Path, stack: str, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of this project (program and stack files) in `directory`, with `edit` applied
+    to the `config:` mapping of stack `stack`'s file; for CLI tests of a broken stack."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Pulumi.yaml", directory)
+    shutil.copy(ROOT / "__main__.py", directory)
+    shutil.copytree(ROOT / "stacks", directory / "stacks")
+    stack_file = directory / "stacks" / f"Pulumi.{stack}.yaml"
+    data = yaml.safe_load(stack_file.read_text())
+    edit(data["config"])
+    stack_file.write_text(yaml.safe_dump(data))
     return directory
 
 

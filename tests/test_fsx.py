@@ -5,9 +5,9 @@ S3 links for datasets (import) and checkpoints (export), and a PV/PVC that valid
 from __future__ import annotations
 
 import copy
-import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +18,7 @@ from infra.config import ConfigError, parse_stack_config
 from infra.plan.engine import Plan, Resource, evaluate
 from infra.plan.k8s import manifests, validate_manifests
 from infra.storage.lustre import training_zone
-from tests.conftest import write_project
+from tests.conftest import copy_project_with, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/data"
@@ -109,15 +109,10 @@ def test_backup_and_maintenance_windows_must_be_in_fsx_format(key, value):
 
 
 def test_cli_plan_exits_2_on_a_broken_fsx_config_without_a_traceback(tmp_path):
-    project = tmp_path / "repo"
-    project.mkdir()
-    shutil.copy(ROOT / "Pulumi.yaml", project)
-    shutil.copy(ROOT / "__main__.py", project)
-    shutil.copytree(ROOT / "stacks", project / "stacks")
-    stack_file = project / "stacks" / "Pulumi.dev.yaml"
-    data = yaml.safe_load(stack_file.read_text())
-    data["config"]["llmcloud:storage"]["fsx"]["datasets_prefix"] = "s3://elsewhere/tokens/"
-    stack_file.write_text(yaml.safe_dump(data))
+    def edit(config: dict[str, Any]) -> None:
+        config["llmcloud:storage"]["fsx"]["datasets_prefix"] = "s3://elsewhere/tokens/"
+
+    project = copy_project_with(tmp_path / "repo", "dev", edit)
     result = CliRunner().invoke(app, ["plan", "--project", str(project), "--stack", "dev"])
     assert result.exit_code == 2
     assert "llmcloud:storage.fsx.datasets_prefix = 's3://elsewhere/tokens/'" in result.output
@@ -429,18 +424,12 @@ def test_prod_lustre_admits_the_cluster_nodes_and_links_the_data_lake_buckets(pr
 
 
 def test_fsx_without_a_training_namespace_for_its_claim_exits_2(tmp_path):
-    project = tmp_path / "repo"
-    project.mkdir()
-    shutil.copy(ROOT / "Pulumi.yaml", project)
-    shutil.copy(ROOT / "__main__.py", project)
-    shutil.copytree(ROOT / "stacks", project / "stacks")
-    stack_file = project / "stacks" / "Pulumi.dev.yaml"
-    data = yaml.safe_load(stack_file.read_text())
-    config = data["config"]
-    config["llmcloud:security"]["namespaces"] = [{"name": "serving", "purpose": "serving"}]
-    config["llmcloud:training"] = []
-    config["llmcloud:serving"][0]["allowed_namespaces"] = []
-    stack_file.write_text(yaml.safe_dump(data))
+    def edit(config: dict[str, Any]) -> None:
+        config["llmcloud:security"]["namespaces"] = [{"name": "serving", "purpose": "serving"}]
+        config["llmcloud:training"] = []
+        config["llmcloud:serving"][0]["allowed_namespaces"] = []
+
+    project = copy_project_with(tmp_path / "repo", "dev", edit)
     result = CliRunner().invoke(app, ["plan", "--project", str(project), "--stack", "dev"])
     assert result.exit_code == 2, result.output
     assert "llmcloud:storage.fsx = " in result.output
