@@ -415,3 +415,8 @@ def test_required_node_affinity_not_in_excludes_the_group():
         pod.reason
         == "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
     )
+
+
+def test_a_capacity_block_is_noted_as_existing_only_in_its_window(stack_report):
+    notes = stack_report("prod").scheduling.notes
+    assert any(n.startswith("node group h200-block is a Capacity Block") for n in notes)

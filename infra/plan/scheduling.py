@@ -242,6 +242,11 @@ def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
         )
         scaling = props.get("scalingConfig") or {}
         name = _group_name(group)
+        if props.get("capacityType") == "CAPACITY_BLOCK":
+            notes.append(
+                f"node group {name} is a Capacity Block: its nodes exist only inside the block's "
+                "window; counted at max size as if the block were active"
+            )
         labels = {
             **{str(k): str(v) for k, v in (props.get("labels") or {}).items()},
             "kubernetes.io/os": "linux",
