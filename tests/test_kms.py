@@ -136,3 +136,44 @@ def test_node_volumes_key_admits_the_auto_scaling_role_for_aws_resources_only(pr
     assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     for purpose in ("cluster", "data", "logs"):
         assert "AutoScalingLaunchesEncryptedNodeVolumes" not in statements(keys(prod_plan)[purpose])
+
+
+# --------------------------------------------------------------------------- fresh accounts
+
+
+def test_the_service_linked_roles_the_key_policies_name_are_created_first(prod_plan):
+    roles = {
+        r.inputs["awsServiceName"]: r
+        for r in prod_plan.by_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    }
+    # prod has no spot groups: no Spot role
+    assert sorted(roles) == [
+        "autoscaling.amazonaws.com",
+        "eks-nodegroup.amazonaws.com",
+        "elasticloadbalancing.amazonaws.com",
+    ]
+    ebs = keys(prod_plan)["ebs"]
+    # the key waits for them: KMS refuses a policy naming a principal that does not exist
+    assert {r.urn for r in roles.values()} <= set(ebs.dependencies)
+    named = {
+        s["Principal"]["AWS"]
+        for s in json.loads(ebs.inputs["policy"])["Statement"]
+        if "aws-service-role" in str(s["Principal"].get("AWS", ""))
+    }
+    assert named == {
+        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/"
+        "AWSServiceRoleForAutoScaling"
+    }
+    assert roles["autoscaling.amazonaws.com"].inputs["awsServiceName"] in next(iter(named))
+
+
+def test_no_service_linked_roles_when_the_account_baseline_owns_them(project_root):
+    from infra.plan.engine import evaluate
+
+    plan = evaluate(
+        project_root,
+        "staging",
+        config_overrides={"llmcloud:security": {"create_service_linked_roles": False}},
+    )
+    assert plan.by_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+    assert statements(keys(plan)["ebs"])["AutoScalingLaunchesEncryptedNodeVolumes"]

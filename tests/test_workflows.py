@@ -71,35 +71,52 @@ def action_uses(path: Path) -> list[tuple[int, re.Match]]:
     ]
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_actions_are_pinned_by_commit_sha_with_their_version(path):
-    uses = action_uses(path)
-    assert uses or path.name == "deploy.yml"
-    for n, m in uses:
-        where = f"{path.name}:{n}: {m['action']}@{m['ref']}"
-        assert re.fullmatch(r"[0-9a-f]{40}", m["ref"]), f"{where} is not pinned by a commit SHA"
-        pin = ACTION_PINS["actions"].get(m["action"])
-        assert pin is not None, f"{where}: not in .github/action-pins.json (scripts/action_pins.py)"
-        assert m["ref"] == pin["sha"], f"{where}: .github/action-pins.json pins {pin['sha']}"
-        assert m["version"] == pin["version"], f"{where}: the comment must say {pin['version']}"
-
-
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_no_action_runs_on_node20_or_older(path):
+def pin_problems(path: Path) -> list[str]:
+    """Every `uses:` of a workflow that is not pinned by commit SHA with its version, not in
+    .github/action-pins.json, or on a runtime GitHub's runners no longer have."""
+    problems = []
     for n, m in action_uses(path):
-        runtime = ACTION_PINS["actions"][m["action"]]["runs_using"]
-        assert runtime in SUPPORTED_RUNTIMES, (
-            f"{path.name}:{n}: {m['action']} {m['version']} runs on {runtime}; GitHub's runners "
-            "dropped Node 20 in 2026-09"
-        )
+        where = f"{path.name}:{n}: {m['action']}@{m['ref']}"
+        pin = ACTION_PINS["actions"].get(m["action"])
+        if not re.fullmatch(r"[0-9a-f]{40}", m["ref"]):
+            problems.append(f"{where} is not pinned by a commit SHA")
+        elif pin is None:
+            problems.append(f"{where}: not in .github/action-pins.json (scripts/action_pins.py)")
+        elif m["ref"] != pin["sha"]:
+            problems.append(f"{where}: .github/action-pins.json pins {pin['sha']}")
+        elif m["version"] != pin["version"]:
+            problems.append(f"{where}: the comment must say {pin['version']}")
+        elif pin["runs_using"] not in SUPPORTED_RUNTIMES:
+            problems.append(
+                f"{where} runs on {pin['runs_using']}; GitHub's runners dropped Node 20 in 2026-09"
+            )
+    return problems
 
 
-def test_the_pin_check_catches_a_tag_and_a_node20_action(tmp_path):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_by_sha_with_their_version_and_run_on_node24(path):
+    assert action_uses(path) or path.name == "deploy.yml"
+    assert pin_problems(path) == []
+
+
+def test_the_pin_check_refuses_a_tag_an_unknown_sha_a_wrong_comment_and_node20(
+    tmp_path, monkeypatch
+):
+    checkout = ACTION_PINS["actions"]["actions/checkout"]
     bad = tmp_path / "bad.yml"
-    bad.write_text("      - uses: actions/checkout@v4.2.2\n")
-    ((_, m),) = action_uses(bad)
-    assert not re.fullmatch(r"[0-9a-f]{40}", m["ref"])
-    assert "node20" not in SUPPORTED_RUNTIMES
+    bad.write_text(
+        "      - uses: actions/checkout@v4.2.2\n"
+        f"      - uses: actions/checkout@{'0' * 40} # {checkout['version']}\n"
+        f"      - uses: actions/checkout@{checkout['sha']} # v1.0.0\n"
+        f"      - uses: someone/else@{'1' * 40} # v1.0.0\n"
+    )
+    problems = pin_problems(bad)
+    assert [p.split(": ", 1)[0] for p in problems] == [f"bad.yml:{n}" for n in (1, 2, 3, 4)]
+    node20 = {**ACTION_PINS["actions"], "actions/checkout": {**checkout, "runs_using": "node20"}}
+    monkeypatch.setitem(ACTION_PINS, "actions", node20)
+    good = tmp_path / "node20.yml"
+    good.write_text(f"      - uses: actions/checkout@{checkout['sha']} # {checkout['version']}\n")
+    assert "runs on node20" in pin_problems(good)[0]
 
 
 def test_action_pins_record_their_source_and_date():
