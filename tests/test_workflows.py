@@ -240,3 +240,25 @@ def test_the_offline_plan_step_runs_green_here(tmp_path):
     assert "llmcloud plan" in summary.read_text()
     for suffix in ("md", "sarif", "json"):
         assert (ROOT / "out" / f"plan-dev.{suffix}").stat().st_size > 0
+
+
+def test_jobs_reading_stack_variables_run_in_that_stacks_environment():
+    """Environment variables are visible only to jobs that name the environment, and one
+    repository value cannot serve us-east-1 (dev, staging) and us-east-2 (prod) at once."""
+    stack_vars = ("vars.AWS_REGION", "vars.AWS_PREVIEW_ROLE_ARN", "vars.AWS_DEPLOY_ROLE_ARN")
+    seen = 0
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            text = yaml.safe_dump(job.get("steps", []))
+            if not any(v in text for v in stack_vars):
+                continue
+            seen += 1
+            environment = str(job.get("environment", ""))
+            assert re.search(r"\$\{\{ (matrix|inputs)\.stack \}\}", environment), (
+                f"{path.name}:{job_id} reads per-stack variables without a per-stack environment"
+            )
+            if "vars.AWS_PREVIEW_ROLE_ARN" in text:
+                assert environment.endswith("-preview"), f"{path.name}:{job_id}"
+            if "vars.AWS_DEPLOY_ROLE_ARN" in text:
+                assert not environment.endswith("-preview"), f"{path.name}:{job_id}"
+    assert seen >= 4  # preview, deploy, drift, trainer image
