@@ -143,3 +143,22 @@ def test_a_window_on_a_group_that_is_not_a_block_is_refused():
 
     assert "capacity.start_utc" in error("prod", on_h100)
     assert "only for type: capacity_block" in error("prod", on_h100)
+
+
+def test_plan_refuses_a_stack_over_its_quota_with_exit_2_and_one_message(tmp_path):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+
+    project = tmp_path / "repo"
+    (project / "stacks").mkdir(parents=True)
+    (project / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    config = copy.deepcopy(raw("prod"))
+    namespace(config, "training").update(cpu_quota="512", memory_quota="4Ti")
+    (project / "stacks" / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": config}))
+    result = CliRunner().invoke(app, ["plan", "--project", str(project), "--stack", "prod"])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "llmcloud:security.namespaces[0].cpu_quota = '512'" in output
+    assert "need 652 CPU at max scale" in output
+    assert "Traceback" not in result.output
