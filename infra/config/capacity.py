@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from infra.cluster.node_shape import GIB, allocatable, ephemeral_storage_gib, max_pods
+from infra.contracts import EFA_RESOURCE, GPU_RESOURCE
 
 if TYPE_CHECKING:
     from infra.config.schema import GpuNodeGroupConfig, NamespaceConfig, StackConfig
@@ -148,12 +149,12 @@ class Quota:
     def hard(self) -> dict[str, str]:
         """The ResourceQuota's `spec.hard`."""
         return {
-            "requests.nvidia.com/gpu": str(int(self.amounts["gpus"])),
+            f"requests.{GPU_RESOURCE}": str(int(self.amounts["gpus"])),
             "requests.cpu": str(int(self.amounts["cpu"]))
             if float(self.amounts["cpu"]).is_integer()
             else f"{math.floor(self.amounts['cpu'] * 1000)}m",
             "requests.memory": f"{int(self.amounts['memory'])}Gi",
-            "requests.vpc.amazonaws.com/efa": str(int(self.amounts["efa"])),
+            f"requests.{EFA_RESOURCE}": str(int(self.amounts["efa"])),
             "pods": str(int(self.amounts["pods"])),
         }
 

@@ -36,6 +36,8 @@ from infra.config import NamespaceConfig
 from infra.context import Context
 from infra.contracts import (
     DNS_PORT,
+    EFA_RESOURCE,
+    GPU_RESOURCE,
     KUBE_DNS_SELECTOR,
     KUBE_SYSTEM,
     MONITORING_NAMESPACE,
@@ -176,10 +178,10 @@ class ClusterAccess(pulumi.ComponentResource):
             spec=k8s.core.v1.ResourceQuotaSpecArgs(
                 hard=dict(self._args.quotas.get(ns.name) or {})
                 or {
-                    "requests.nvidia.com/gpu": str(ns.gpu_quota),
+                    f"requests.{GPU_RESOURCE}": str(ns.gpu_quota),
                     "requests.cpu": ns.cpu_quota,
                     "requests.memory": ns.memory_quota,
-                    "requests.vpc.amazonaws.com/efa": str(ns.efa_quota),
+                    f"requests.{EFA_RESOURCE}": str(ns.efa_quota),
                     "pods": str(ns.pod_quota),
                 }
             ),
