@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import pins
 from infra.config import parse_stack_config
 from infra.plan.engine import Plan, evaluate
 from infra.plan.k8s import manifests, validate_manifests
 from tests.conftest import write_project
+from workloads import pods
+from workloads.serving import vllm_cli
 from workloads.serving.fit import checkpoint_bytes
 from workloads.serving.service import (
     ENGINE_WARMUP_S,
@@ -180,13 +183,15 @@ def test_gpu_limit_equals_tensor_parallel_size(prod):
 
 def test_vllm_flags_come_from_the_config(prod):
     container = vllm_container(pod_spec(one(prod, "Deployment")))
-    assert container["image"] == "vllm/vllm-openai:v0.11.0"
+    assert container["image"] == pins.image("vllm")
     assert flag(container, "--served-model-name") == "meta-llama/Llama-3.1-70B-Instruct"
     assert flag(container, "--max-model-len") == "8192"
     assert flag(container, "--max-num-seqs") == "256"
     assert flag(container, "--gpu-memory-utilization") == "0.9"
     assert flag(container, "--quantization") == "fp8"
-    assert flag(container, "--model") == "/models/llama-70b"  # init_sync: the local copy
+    assert container["command"] == ["vllm", "serve"]
+    assert container["args"][0] == "/models/llama-70b"  # positional; init_sync: the local copy
+    assert "--model" not in container["args"]
 
 
 def test_startup_probe_allows_the_model_load_time(prod, plan_of):
@@ -227,7 +232,7 @@ def test_model_is_synced_from_its_prefix_by_an_init_container(prod):
 def test_s3_streamer_loads_from_the_bucket_without_an_init_container(plan_of):
     spec = pod_spec(one(plan_of(prod_like(loader="s3_streamer")), "Deployment"))
     container = vllm_container(spec)
-    assert flag(container, "--model") == f"s3://{BUCKET}/llama-3.1-70b-instruct/"
+    assert container["args"][0] == f"s3://{BUCKET}/llama-3.1-70b-instruct/"
     assert flag(container, "--load-format") == "runai_streamer"
     assert "initContainers" not in spec
 
@@ -427,13 +432,58 @@ def test_multi_node_replica_runs_on_a_leader_worker_set(multi_node):
     assert template["size"] == 2
     leader = vllm_container(template["leaderTemplate"]["spec"])
     worker = vllm_container(template["workerTemplate"]["spec"])
-    script = leader["args"][0]
-    assert "--tensor-parallel-size 8" in script and "--pipeline-parallel-size 2" in script
-    assert "--distributed-executor-backend ray" in script
-    assert "worker" in worker["args"][0]
-    for container in (leader, worker):
+    for container, rank in ((leader, "0"), (worker, "$(LWS_WORKER_INDEX)")):
+        assert container["command"] == ["vllm", "serve"]
+        assert container["args"][0] == f"s3://{BUCKET}/llama-3.1-405b-instruct/"
+        assert flag(container, "--tensor-parallel-size") == "8"
+        assert flag(container, "--pipeline-parallel-size") == "2"
+        # vLLM's multiprocessing backend across nodes: rank 0 on the leader, LWS's index on
+        # the workers, the leader's address from LWS
+        assert flag(container, "--distributed-executor-backend") == "mp"
+        assert flag(container, "--nnodes") == "2"
+        assert flag(container, "--node-rank") == rank
+        assert flag(container, "--master-addr") == "$(LWS_LEADER_ADDRESS)"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert "--headless" in worker["args"] and "--headless" not in leader["args"]
     assert "startupProbe" in leader and "startupProbe" not in worker
+
+
+def test_multi_node_pods_request_the_nodes_efa_interfaces_and_set_nccl_like_training(
+    multi_node,
+):
+    config = parse_stack_config(raw_config("prod"), project="llmcloud", stack="prod")
+    h100 = config.cluster.node_group("h100")
+    assert h100.efa_enabled and h100.instance.efa_interfaces > 0
+    template = one(multi_node, "LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        container = vllm_container(template[role]["spec"])
+        efa = str(h100.instance.efa_interfaces)
+        assert container["resources"]["limits"]["vpc.amazonaws.com/efa"] == efa
+        assert container["resources"]["requests"]["vpc.amazonaws.com/efa"] == efa
+        env = {e["name"]: e for e in container["env"]}
+        # the training job's definition, not a copy
+        for name, value in pods.efa_environment(h100).items():
+            assert env[name]["value"] == value
+        assert env["FI_PROVIDER"]["value"] == "efa"
+        assert env["VLLM_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def test_leader_and_worker_command_lines_parse_in_the_pinned_vllm(multi_node, plan_of):
+    cli = vllm_cli.load(vllm_cli.image_version(pins.image("vllm")))
+    lws_env = {"LWS_LEADER_ADDRESS": "llama-405b-0.llama-405b.serving", "LWS_WORKER_INDEX": "1"}
+    template = one(multi_node, "LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]
+    streamed = vllm_container(pod_spec(one(plan_of(prod_like(loader="s3_streamer")), "Deployment")))
+    containers = [vllm_container(template[t]["spec"]) for t in ("leaderTemplate", "workerTemplate")]
+    for container in [*containers, streamed]:
+        argv = [vllm_cli.expand_kube_vars(str(a), lws_env) for a in container["args"]]
+        assert vllm_cli.serve_argv_problems(argv, cli) == [], argv
+        assert vllm_cli.env_problems([e["name"] for e in container["env"]], cli) == []
+
+
+def test_single_node_replicas_request_no_efa(prod):
+    container = vllm_container(pod_spec(one(prod, "Deployment")))
+    assert "vpc.amazonaws.com/efa" not in container["resources"]["limits"]
+    assert "FI_PROVIDER" not in {e["name"] for e in container["env"]}
 
 
 def test_multi_node_service_targets_leaders_and_pods_of_a_group_may_talk(multi_node):

@@ -31,6 +31,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra import pins
 from infra.config import AddonsConfig, ServingConfig, StackConfig
 from infra.context import Context
 from infra.contracts import (
@@ -73,36 +74,12 @@ class Chart:
     repo: str | None
 
 
+# Versions, sources and upgrade notes: infra/data/pins.json (a chart upgrade is a reviewed edit
+# of that file, never a surprise of `pulumi up`). An upgrade changes the Release's `version`
+# input; the resource and its URN stay.
 CHARTS = {
-    "nvidia-device-plugin": Chart(
-        "nvidia-device-plugin", "0.18.2", "https://nvidia.github.io/k8s-device-plugin"
-    ),
-    "efa-device-plugin": Chart(
-        "aws-efa-k8s-device-plugin", "v0.5.20", "https://aws.github.io/eks-charts"
-    ),
-    "dcgm-exporter": Chart(
-        "dcgm-exporter", "4.1.1", "https://nvidia.github.io/dcgm-exporter/helm-charts"
-    ),
-    "kube-prometheus-stack": Chart(
-        "kube-prometheus-stack", "79.8.2", "https://prometheus-community.github.io/helm-charts"
-    ),
-    "keda": Chart("keda", "2.17.2", "https://kedacore.github.io/charts"),
-    "metrics-server": Chart(
-        "metrics-server", "3.13.0", "https://kubernetes-sigs.github.io/metrics-server/"
-    ),
-    # chart 1.14.0 = controller v2.14.0
-    "aws-load-balancer-controller": Chart(
-        "aws-load-balancer-controller", "1.14.0", "https://aws.github.io/eks-charts"
-    ),
-    # LeaderWorkerSet and JobSet publish their charts only to registry.k8s.io (OCI), tagged
-    # with the release tag.
-    "lws": Chart("oci://registry.k8s.io/lws/charts/lws", "v0.7.0", None),
-    "jobset": Chart("oci://registry.k8s.io/jobset/charts/jobset", "v0.12.0", None),
-    # kubernetes/autoscaler tag cluster-autoscaler-chart-9.59.0 (2026-07-21), the newest
-    # chart release as of 2026-12-01 in the mirror; installed by infra/cluster/autoscaler.py
-    "cluster-autoscaler": Chart(
-        "cluster-autoscaler", "9.59.0", "https://kubernetes.github.io/autoscaler"
-    ),
+    key: Chart(pin["chart"], pin["version"], pin["repo"])
+    for key, pin in pins.load()["charts"].items()
 }
 
 GPU_TOLERATION = gpu_toleration()

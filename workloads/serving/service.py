@@ -28,6 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra import pins
 from infra.config import ConfigError, GpuNodeGroupConfig, ServingConfig
 from infra.context import Context
 from infra.contracts import (
@@ -50,9 +51,15 @@ from workloads.facts import ClusterFacts
 from workloads.serving.fit import GIB, FitError, Topology, check_fit, checkpoint_bytes
 
 PORT = 8000
-AWS_CLI_IMAGE = "amazon/aws-cli:2.32.8"
-# The vLLM image ships the Ray bootstrap script its multi-node guide uses.
-MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
+AWS_CLI_IMAGE = pins.image("aws_cli")
+# Multi-node replicas use vLLM's own multiprocessing backend across nodes (`--nnodes`,
+# `--node-rank`, `--master-addr`, workers `--headless`; vllm/config/parallel.py at v0.33.0), not
+# Ray: no bootstrap script inside the image to depend on, and the worker's command line is a
+# `vllm serve` command line that the CLI contract checks like the leader's. The kubelet expands
+# the `$(LWS_*)` variables the LeaderWorkerSet webhook puts into every container's env.
+MASTER_PORT = 29501  # vLLM's default (ParallelConfig.master_port)
+LWS_LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"
+LWS_WORKER_INDEX = "$(LWS_WORKER_INDEX)"
 MODELS_DIR = "/models"
 # The images run as root by default and nothing in them needs it. A UID above 10000 never
 # matches a host account; USER/LOGNAME are set because the UID has no passwd entry and
@@ -120,13 +127,16 @@ def startup_failure_threshold(svc: ServingConfig) -> int:
 
 def pod_size(svc: ServingConfig, group: GpuNodeGroupConfig, gpus: int) -> pods.PodSize:
     """Requests (= limits) of the vLLM container: its GPUs' share of the node, and disk for
-    the synced model and the caches."""
+    the synced model and the caches. A pod of a multi-node replica holds a whole node and
+    requests its EFA interfaces (where the group has them): tensor and pipeline traffic
+    between the nodes goes over NCCL, which falls back to TCP without them."""
     model_gib = math.ceil(checkpoint_bytes(svc) * 1.1 / GIB) if svc.loader == "init_sync" else 0
     return pods.pod_size(
         group,
         node_share=NODE_SHARE,
         shm_max_gib=SHM_MAX_GIB,
         gpus=gpus,
+        efa=Topology(svc.gpus_per_replica, group.instance.gpu_count).multi_node,
         ephemeral_gib=model_gib + CACHE_DISK_GIB,
     )
 
@@ -140,17 +150,25 @@ def served_model_name(svc: ServingConfig) -> str:
 
 
 def model_location(svc: ServingConfig, bucket: pulumi.Input[str]) -> pulumi.Output[str]:
-    """What `--model` gets: the s3:// URI for the streamer, the synced local copy otherwise."""
+    """The model `vllm serve` gets (its positional argument): the s3:// URI for the streamer,
+    the synced local copy otherwise."""
     if svc.loader == "s3_streamer":
         return pulumi.Output.concat("s3://", bucket, "/", svc.model_prefix)
     return pulumi.Output.from_input(f"{MODELS_DIR}/{svc.name}")
 
 
 def vllm_args(
-    svc: ServingConfig, topology: Topology, model: pulumi.Input[str]
+    svc: ServingConfig,
+    topology: Topology,
+    model: pulumi.Input[str],
+    *,
+    node_rank: str = "0",
 ) -> list[pulumi.Input[str]]:
+    """The arguments after `vllm serve`: the model positional (vLLM 0.11.0 rejects `--model`
+    there, later releases warn and move it), then the options. For a multi-node replica,
+    `node_rank` is "0" on the leader (which serves the API) and `$(LWS_WORKER_INDEX)` on the
+    workers, which run `--headless` (no API server, they dial out to the leader)."""
     args: list[pulumi.Input[str]] = [
-        "--model",
         model,
         "--served-model-name",
         served_model_name(svc),
@@ -166,8 +184,18 @@ def vllm_args(
             "--pipeline-parallel-size",
             str(topology.pipeline_parallel),
             "--distributed-executor-backend",
-            "ray",
+            "mp",
+            "--nnodes",
+            str(topology.nodes_per_replica),
+            "--node-rank",
+            node_rank,
+            "--master-addr",
+            LWS_LEADER_ADDRESS,
+            "--master-port",
+            str(MASTER_PORT),
         ]
+        if node_rank != "0":
+            args.append("--headless")
     args += [
         "--gpu-memory-utilization",
         f"{svc.gpu_memory_utilization:g}",
@@ -183,6 +211,33 @@ def vllm_args(
     if svc.loader == "s3_streamer":
         args += ["--load-format", "runai_streamer"]
     return args
+
+
+def vllm_environment(
+    svc: ServingConfig, group: GpuNodeGroupConfig, topology: Topology, region: str
+) -> list[dict[str, Any]]:
+    """The vLLM container's environment (the API key is added by the component).
+
+    HF_HUB_OFFLINE=1: weights and tokenizer come from our bucket only, never the Hub. With
+    the S3 streamer the model is an s3:// URI, which vLLM 0.33.0 leaves alone when offline
+    (EngineArgs.__post_init__ skips cloud-storage URIs; the CLI export's probe records it)
+    and pulls config and tokenizer files from S3 itself. A multi-node pod advertises its pod
+    IP to its peers (VLLM_HOST_IP) and gets the EFA/NCCL settings training uses."""
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/home/vllm"},
+        {"name": "USER", "value": "vllm"},
+        {"name": "LOGNAME", "value": "vllm"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+        {"name": "AWS_REGION", "value": region},
+    ]
+    if topology.multi_node:
+        env.append(
+            {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+        )
+        env += [{"name": k, "value": v} for k, v in pods.efa_environment(group).items()]
+    return env
 
 
 # --------------------------------------------------------------------------- the component
@@ -334,15 +389,7 @@ class VllmService(pulumi.ComponentResource):
         self, size: pods.PodSize, command: list[str], args: list[pulumi.Input[str]]
     ) -> dict:
         svc = self._svc
-        env: list[dict[str, Any]] = [
-            {"name": "HOME", "value": "/home/vllm"},
-            {"name": "USER", "value": "vllm"},
-            {"name": "LOGNAME", "value": "vllm"},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},  # weights come from our bucket only
-            {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
-            {"name": "DO_NOT_TRACK", "value": "1"},
-            {"name": "AWS_REGION", "value": self._ctx.region},
-        ]
+        env = vllm_environment(svc, self._args.node_group, self.topology, self._ctx.region)
         if self.api_key_secret is not None:
             env.append(
                 {
@@ -515,22 +562,13 @@ class VllmService(pulumi.ComponentResource):
     def _leader_worker_set(
         self, name: str, opts: pulumi.ResourceOptions
     ) -> k8s.apiextensions.CustomResource:
-        """A replica spanning nodes: the leader starts the Ray head and vLLM (tensor parallel
-        = GPUs per node, pipeline parallel = nodes), each worker joins its Ray cluster."""
+        """A replica spanning nodes (tensor parallel = GPUs per node, pipeline parallel =
+        nodes): every pod runs `vllm serve` with the multiprocessing backend; the leader (node
+        rank 0) serves the API, the workers join it headless."""
         svc, topo = self._svc, self.topology
         model = model_location(svc, self._args.cluster.models.name)
-        serve = pulumi.Output.all(*vllm_args(svc, topo, model)).apply(
-            lambda a: " ".join(shlex.quote(str(x)) for x in a)
-        )
-        leader_script = pulumi.Output.concat(
-            f'bash {MULTI_NODE_SCRIPT} leader --ray_cluster_size="$LWS_GROUP_SIZE"\n',
-            "exec vllm serve ",
-            serve,
-            "\n",
-        )
-        worker_script = (
-            f'exec bash {MULTI_NODE_SCRIPT} worker --ray_address="$LWS_LEADER_ADDRESS"\n'
-        )
+        leader_args = vllm_args(svc, topo, model)
+        worker_args = vllm_args(svc, topo, model, node_rank=LWS_WORKER_INDEX)
         pod_labels = self._meta["labels"]
         spec: dict[str, Any] = {
             "startupPolicy": "LeaderCreated",
@@ -544,12 +582,14 @@ class VllmService(pulumi.ComponentResource):
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {
                     "metadata": {"labels": pod_labels},
-                    "spec": self._pod_spec(["/bin/bash", "-ec"], [leader_script]),
+                    "spec": self._pod_spec(["vllm", "serve"], leader_args),
                 },
                 "workerTemplate": {
                     "metadata": {"labels": pod_labels},
+                    # a headless worker listens on no port: no probes (the group restarts as
+                    # one when any pod fails)
                     "spec": self._pod_spec(
-                        ["/bin/bash", "-ec"], [worker_script], probes=False, spread=False
+                        ["vllm", "serve"], worker_args, probes=False, spread=False
                     ),
                 },
             },
