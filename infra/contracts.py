@@ -7,7 +7,7 @@ everywhere. Plain constants only: the policy pack imports this module in its own
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 # --- node groups: labels every node carries, the taint GPU nodes carry -------------------
 NODE_GROUP_LABEL: Final = "llmcloud.io/node-group"  # value: the node group's name
@@ -33,9 +33,37 @@ EKS_TAINT_EFFECTS: Final = {
 }
 
 
+GPU_TAINT_VALUE: Final = "true"
+
+
 def gpu_toleration() -> dict[str, str]:
     """The toleration of the GPU taint (a fresh dict: callers may embed it in manifests)."""
     return {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}
+
+
+def gpu_taint() -> dict[str, str]:
+    """The GPU taint as Kubernetes shows it on a node."""
+    return {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+
+
+def tolerates(tolerations: Any, taint: dict[str, str]) -> bool:
+    """Does a pod's `tolerations` list tolerate a node's taint? The scheduler's rule
+    (Kubernetes "Taints and Tolerations"): an empty effect matches every effect; `Exists`
+    with no key tolerates everything; `Exists` matches the key; `Equal` (the default) also
+    needs the value. Entries that are not mappings tolerate nothing."""
+    for t in tolerations if isinstance(tolerations, list | tuple) else ():
+        if not isinstance(t, dict):
+            continue
+        effect = t.get("effect")
+        if effect and effect != taint["effect"]:
+            continue
+        op = t.get("operator") or "Equal"
+        key = t.get("key")
+        if op == "Exists" and (not key or key == taint["key"]):
+            return True
+        if op == "Equal" and key == taint["key"] and str(t.get("value") or "") == taint["value"]:
+            return True
+    return False
 
 
 # --- extended resources, advertised by the device plugins --------------------------------

@@ -34,7 +34,13 @@ from typing import Any
 
 from infra.catalog import load_catalog
 from infra.cluster.node_shape import Allocatable, allocatable, ephemeral_storage_gib, max_pods
-from infra.contracts import EFA_RESOURCE, EKS_TAINT_EFFECTS, GPU_RESOURCE, NODE_GROUP_LABEL
+from infra.contracts import (
+    EFA_RESOURCE,
+    EKS_TAINT_EFFECTS,
+    GPU_RESOURCE,
+    NODE_GROUP_LABEL,
+    tolerates,
+)
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -463,20 +469,6 @@ def selects_node(spec: dict[str, Any], labels: dict[str, str]) -> bool:
             for term in terms
         )
     return True
-
-
-def tolerates(tolerations: Sequence[dict[str, Any]], taint: dict[str, str]) -> bool:
-    for t in tolerations:
-        effect = t.get("effect")
-        if effect and effect != taint["effect"]:
-            continue
-        op = t.get("operator") or "Equal"
-        key = t.get("key")
-        if op == "Exists" and (not key or key == taint["key"]):
-            return True
-        if op == "Equal" and key == taint["key"] and str(t.get("value") or "") == taint["value"]:
-            return True
-    return False
 
 
 def untolerated(spec: dict[str, Any], taints: Sequence[dict[str, str]]) -> dict[str, str] | None:

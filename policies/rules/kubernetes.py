@@ -20,10 +20,11 @@ from pulumi_policy import PolicyConfigSchema
 
 from infra.contracts import (
     GPU_RESOURCE,
-    GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
     SYSTEM_NAMESPACES,
     WORKLOAD_LABEL,
+    gpu_taint,
+    tolerates,
 )
 from policies.rules.base import (
     PolicySettings,
@@ -299,18 +300,7 @@ def _requests_gpu(template: PodTemplate) -> bool:
 
 
 def _tolerates_gpu(template: PodTemplate) -> bool:
-    for toleration in as_list(template.spec.get("tolerations")):
-        if not isinstance(toleration, dict):
-            continue
-        key, operator = toleration.get("key"), toleration.get("operator") or "Equal"
-        effect = toleration.get("effect")
-        if effect not in (None, "", GPU_TAINT_EFFECT):
-            continue
-        if key in (None, "") and operator == "Exists":
-            return True  # tolerates every taint
-        if key == GPU_TAINT_KEY and (operator == "Exists" or toleration.get("value") == "true"):
-            return True
-    return False
+    return tolerates(template.spec.get("tolerations"), gpu_taint())
 
 
 def check_gpu_toleration(
