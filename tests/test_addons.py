@@ -10,12 +10,20 @@ import copy
 import json
 import re
 import shutil
+from datetime import date, timedelta
 
 import pytest
 import yaml
 
-from infra.cluster.addons import CHARTS, LB_CLUSTER_TAG, STORAGE_CLASS, WorkloadControllers
-from infra.config import parse_stack_config
+from infra import pins
+from infra.cluster.addons import (
+    CHARTS,
+    LB_CLUSTER_TAG,
+    STORAGE_CLASS,
+    Chart,
+    WorkloadControllers,
+)
+from infra.config import ServingConfig, parse_stack_config
 from infra.plan.engine import Plan, Resource
 from infra.plan.k8s import manifests, validate_manifests
 from infra.plan.policy_runner import evaluate_policies
@@ -23,6 +31,7 @@ from infra.plan.run import run_plan
 from infra.security.statements import is_read_only, statement_problems
 from policies.rules.base import PolicySettings
 from tests.conftest import ROOT
+from workloads.serving.service import AWS_CLI_IMAGE
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SERVICE = "kubernetes:core/v1:Service"
@@ -584,3 +593,47 @@ def test_multi_node_endpoint_and_jobset_job_wait_for_their_controllers(multi_nod
         m.object["metadata"]["name"] for m in mine if m.kind == "Namespace"
     }
     assert validate_manifests(mine, "1.33") == []
+
+
+# --------------------------------------------------------------------------- pins
+
+
+def _latest_day(released: str) -> date:
+    """The last day a `YYYY`, `YYYY-MM` or `YYYY-MM-DD` release date can mean."""
+    parts = [int(p) for p in released.split("-")]
+    if len(parts) == 3:
+        return date(*parts)
+    year, month = parts[0], parts[1] if len(parts) == 2 else 12
+    return date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+
+
+def test_every_pin_has_its_source_its_release_and_the_day_it_was_checked():
+    checked_on = date.fromisoformat(pins.load()["checked_on"])
+    seen = pins.entries()
+    assert {s for s, _, _ in seen} == {"charts", "images", "installers"}
+    for section, key, entry in seen:
+        assert pins.value(section, entry), key
+        assert entry["source"].startswith("https://"), key
+        assert date.fromisoformat(entry["checked"]) <= checked_on, key
+        behind_days = (checked_on - _latest_day(entry["released"])).days
+        # no pin more than 6 months older than the check, unless the file says why
+        assert behind_days <= 183 or entry.get("behind_reason"), (key, behind_days)
+
+
+def test_charts_and_images_come_from_the_pins_file():
+    for key, pin in pins.load()["charts"].items():
+        assert CHARTS[key] == Chart(pin["chart"], pin["version"], pin["repo"])
+    assert pins.image("aws_cli") == AWS_CLI_IMAGE
+    assert ServingConfig.model_fields["image"].default == pins.image("vllm")
+
+
+def test_oci_charts_are_pinned_without_the_v_helm_cannot_find():
+    for key, chart in CHARTS.items():
+        if chart.repo is None:
+            assert not chart.version.startswith("v"), key
+
+
+def test_trainer_dockerfile_installs_the_pinned_efa_installer():
+    dockerfile = (ROOT / "workloads" / "training" / "Dockerfile").read_text()
+    (arg,) = re.findall(r"^ARG EFA_INSTALLER_VERSION=(\S+)$", dockerfile, re.M)
+    assert arg == pins.installer("efa_installer")
