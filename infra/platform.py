@@ -180,6 +180,8 @@ class Platform:
             self.deployer_arns.append(arn)
             if arn not in config.security.cluster_admin_arns:
                 self.deployers[principal_slug(arn)] = (arn, "admin")
+        for arn in config.deploy.reader_arns:  # refreshing previews and drift (view + Secrets)
+            self.deployers[principal_slug(arn)] = (arn, "readonly")
         if config.deploy.runner is not None:
             self.deploy_runner = DeployRunner(
                 "deploy-runner",

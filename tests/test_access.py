@@ -394,6 +394,7 @@ def test_prod_namespaces_access_entries_and_objects_match_config(prod_plan, stac
     }
     expected = set(config.security.cluster_admin_arns) | set(config.security.cluster_readonly_arns)
     expected |= set(config.deploy.deployer_arns)  # whoever runs `pulumi up`
+    expected |= set(config.deploy.reader_arns)  # CI previews and drift
     assert principals == expected
     (cluster,) = prod_plan.by_type("aws:eks/cluster:Cluster")
     for entry in prod_plan.by_type("aws:eks/accessEntry:AccessEntry"):

@@ -98,12 +98,15 @@ def access_policies(plan) -> dict[str, str]:
     }
 
 
-def test_the_stacks_ci_deploy_role_is_a_cluster_admin_and_its_preview_role_a_viewer(staging_plan):
+def test_the_stacks_ci_deploy_role_is_a_cluster_admin_and_its_preview_role_reads_secrets_too(
+    staging_plan,
+):
     deploy = by_name(staging_plan, "aws:iam/role:Role", "deploy-role").outputs["arn"]
     preview = by_name(staging_plan, "aws:iam/role:Role", "preview-role").outputs["arn"]
     policies = access_policies(staging_plan)
     assert policies[deploy] == "AmazonEKSClusterAdminPolicy"
-    assert policies[preview] == "AmazonEKSViewPolicy"
+    # a refreshing preview reads the stack's Secrets too (the serving API key)
+    assert policies[preview] == "AmazonEKSAdminViewPolicy"
 
 
 def test_prods_baseline_deploy_role_gets_a_cluster_admin_entry(prod_plan):
@@ -112,8 +115,10 @@ def test_prods_baseline_deploy_role_gets_a_cluster_admin_entry(prod_plan):
         "AmazonEKSClusterAdminPolicy"
     )
     assert policies["arn:aws:iam::444455556666:role/llmcloud-github-preview"] == (
-        "AmazonEKSViewPolicy"
+        "AmazonEKSAdminViewPolicy"
     )
+    assert "arn:aws:iam::444455556666:role/ml-engineers" in policies  # people: plain view
+    assert policies["arn:aws:iam::444455556666:role/ml-engineers"] == "AmazonEKSViewPolicy"
 
 
 def test_workflow_jobs_that_reach_kubernetes_run_on_the_stacks_runner():
@@ -251,3 +256,19 @@ def test_the_bootstrap_exclude_is_the_kubernetes_provider_every_kubernetes_resou
     urn = prod_plan.outputs["kubernetes_layer"]["bootstrap_exclude"]
     (provider,) = prod_plan.by_type("pulumi:providers:kubernetes")
     assert urn == provider.urn
+
+
+def test_a_reader_may_not_also_be_a_person_with_an_entry():
+    reader = {
+        "llmcloud:deploy": {
+            "kubernetes_from": "codebuild_runner",
+            "runner": {
+                "github_repository": "acme/llmcloud",
+                "connection_arn": "arn:aws:codeconnections:us-east-1:111122223333:connection/"
+                "0b7e6a52-6f1c-4a3e-9d2b-1c8e5f4a7d10",
+            },
+            "reader_arns": ["arn:aws:iam::111122223333:role/ml-engineers"],
+        }
+    }
+    with pytest.raises(PlanError, match=r"llmcloud:deploy.reader_arns\[0\]"):
+        evaluate(ROOT, "staging", config_overrides=reader)

@@ -572,7 +572,11 @@ def load_balancer_controller_statements(
     nlb_listeners = ctx.arn("elasticloadbalancing", "listener/net/*/*/*")
     target_groups = ctx.arn("elasticloadbalancing", "targetgroup/*/*")
     security_groups = ctx.arn("ec2", "security-group/*")
-    vpc = pulumi.Output.concat(ctx.arn("ec2", "vpc/"), vpc_id)
+    vpc = (  # a plain string stays plain: the builder is then a pure function (tests)
+        ctx.arn("ec2", f"vpc/{vpc_id}")
+        if isinstance(vpc_id, str)
+        else pulumi.Output.concat(ctx.arn("ec2", "vpc/"), vpc_id)
+    )
     created_for_us = {f"aws:RequestTag/{LB_CLUSTER_TAG}": cluster_name}
     ours = {f"aws:ResourceTag/{LB_CLUSTER_TAG}": cluster_name}
     # a retag neither sets nor removes the cluster tag (the reference checks only the first)

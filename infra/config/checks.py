@@ -223,3 +223,12 @@ def check_deploy_path(config: StackConfig) -> None:
             "the cluster's endpoint is private (cluster.endpoint_public_access: false); "
             "deploy from codebuild_runner or connected_network",
         )
+    people = (*config.security.cluster_admin_arns, *config.security.cluster_readonly_arns)
+    for i, arn in enumerate(config.deploy.reader_arns):
+        if arn in people:
+            raise _fail(
+                f"deploy.reader_arns[{i}]",
+                arn,
+                "also in security.cluster_admin_arns/cluster_readonly_arns; a principal has one "
+                "access entry per cluster",
+            )

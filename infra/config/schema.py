@@ -1515,7 +1515,14 @@ class DeployConfig(Model):
         "CI deploy role (llmcloud:ci); each gets a cluster-admin access entry",
     )
 
-    @field_validator("deployer_arns")
+    reader_arns: list[str] = Field(
+        default=[],
+        description="IAM roles/users that refresh the stack read-only from there (previews, "
+        "drift), besides the stack's own CI preview role; each gets an AmazonEKSAdminViewPolicy "
+        "entry (view including Secrets, which a refresh reads)",
+    )
+
+    @field_validator("deployer_arns", "reader_arns")
     @classmethod
     def _deployers(cls, v: list[str]) -> list[str]:
         for i, arn in enumerate(v):

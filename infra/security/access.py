@@ -48,6 +48,9 @@ from infra.contracts import (
 
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 VIEW_POLICY = "AmazonEKSViewPolicy"
+# View including Secrets (EKS user guide, "Review access policy permissions"): what a refreshing
+# `pulumi preview` of the Kubernetes layer reads.
+ADMIN_VIEW_POLICY = "AmazonEKSAdminViewPolicy"
 LUSTRE_PORT = 988
 LUSTRE_CLIENT_PORTS = (1018, 1023)
 
@@ -113,7 +116,8 @@ class ClusterAccess(pulumi.ComponentResource):
         for arn in args.readonly_arns:
             self._access_entry("readonly", arn, VIEW_POLICY, ctx)
         for slug, (arn, kind) in args.deployers.items():
-            policy = ADMIN_POLICY if kind == "admin" else VIEW_POLICY
+            # CI readers refresh the stack, Secrets included: admin view, not view
+            policy = ADMIN_POLICY if kind == "admin" else ADMIN_VIEW_POLICY
             association = self._access_entry(kind, arn, policy, ctx, slug=slug)
             if kind == "admin":
                 self.ready.append(association)
