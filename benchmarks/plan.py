@@ -4,24 +4,40 @@ In one process, after a warm-up of each (imports and caches excluded), interleav
 of --repeat runs:
 
   plan        `evaluate()` of the stack: our program (components, Outputs, invokes), the
-              recording mock monitor, the schema checks
+              recording mock monitor, the synthesized outputs, the schema checks
   sdk_same    the SDK registering the very resources the plan recorded (same types, same
               inputs, through their typed pulumi-aws / pulumi-kubernetes classes), flat,
               under the SDK's stock MockMonitor with trivial mocks: the SDK's own work for
               this stack
   sdk_bare    the SDK registering the same number of bare custom resources (one input
               each) under the stock mocks: the floor of any Pulumi unit test
+  policy+cost the policy pack and the cost estimate on the plan (the rest of `run_plan`)
 
-and reports plan / sdk_same (target <= 1.3) and plan / sdk_bare.
+Both SDK floors run with the settings the engine itself uses (cyclic GC off, stack traces
+reduced to the source position), so the ratio measures the engine, not the settings. Times
+are CPU seconds of this process (all threads: the mock monitor runs in the SDK's executor),
+which a shared machine disturbs far less than wall time.
 
-    python benchmarks/plan.py [--stack prod] [--repeat 7]
+`--scale N` also plans an N× stack: a generated project whose program registers the prod
+plan's resources N times (names suffixed), through the same typed classes, so plan and
+sdk_same register exactly the same N× resources; it shows whether the engine and the
+policy+cost step grow linearly.
+
+Then the whole command a user waits for: `llmcloud plan --format json` in a fresh process
+(imports included), beside the evaluation alone.
+
+    python benchmarks/plan.py [--stack prod] [--repeat 7] [--scale 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +50,12 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.plan.engine import Plan, evaluate  # noqa: E402
+from infra.plan.engine import (  # noqa: E402
+    Plan,
+    _fast_stack_traces,
+    _no_cyclic_gc,
+    evaluate,
+)
 from infra.plan.schema import args_class, resource_class  # noqa: E402
 
 
@@ -52,11 +73,14 @@ class _Bare(pulumi.CustomResource):
 
 
 def _run_under_stock_mocks(program) -> float:
+    """The program under the SDK's stock MockMonitor, with the engine's own settings (no
+    cyclic GC, no source lines in stack traces): a fair floor."""
     settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(_TrivialMocks(), project="bench", stack="bench", preview=False)
-    started = time.perf_counter()
-    _sync_await(run_pulumi_func(program))
-    elapsed = time.perf_counter() - started
+    with _fast_stack_traces(), _no_cyclic_gc():
+        started = time.process_time()
+        _sync_await(run_pulumi_func(program))
+        elapsed = time.process_time() - started
     settings.set_root_resource(None)  # type: ignore[arg-type]
     return elapsed
 
@@ -100,29 +124,101 @@ def sdk_same(resources: list[tuple[type, str, dict]]) -> float:
     return _run_under_stock_mocks(program)
 
 
+def scaled_project(plan: Plan, scale: int, directory: Path) -> Path:
+    """A project whose program registers the plan's custom resources `scale` times, through
+    their typed classes (names suffixed), with the stack's region."""
+    rows = []
+    for cls, name, kwargs in same_resources(plan):
+        if cls is None:
+            continue
+        rows.append([cls.__module__, cls.__name__, name, kwargs])
+    (directory / "resources.json").write_text(json.dumps(rows, default=str))
+    (directory / "Pulumi.yaml").write_text("name: scaled\nruntime: python\n")
+    (directory / "Pulumi.bench.yaml").write_text("config:\n  aws:region: us-east-1\n")
+    (directory / "__main__.py").write_text(
+        "import importlib, json\n"
+        "rows = json.load(open('resources.json'))\n"
+        f"for copy in range({scale}):\n"
+        "    for module, cls, name, kwargs in rows:\n"
+        "        getattr(importlib.import_module(module), cls)(f'{name}-{copy}', **kwargs)\n"
+    )
+    return directory
+
+
+def policy_and_cost(plan: Plan) -> float:
+    from infra.plan.cost import estimate_cost
+    from infra.plan.policy_runner import evaluate_policies
+    from policies.rules.base import PolicySettings
+
+    started = time.process_time()
+    evaluate_policies(plan, PolicySettings.for_stack(None, drop_waived=False))
+    estimate_cost(plan, None)
+    return time.process_time() - started
+
+
+def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, float]:
+    plan = evaluate(project, stack, check_schema=True)  # warm-up: imports, schema caches
+    count, resources = len(plan.resources), same_resources(plan)
+    sdk_same(resources)
+    sdk_bare(count)
+    policy_and_cost(plan)
+    runs: dict[str, list[float]] = {"plan": [], "sdk_same": [], "sdk_bare": [], "policy+cost": []}
+    for _ in range(repeat):
+        started = time.process_time()
+        plan = evaluate(project, stack)
+        runs["plan"].append(time.process_time() - started)
+        runs["sdk_same"].append(sdk_same(resources))
+        runs["sdk_bare"].append(sdk_bare(count))
+        runs["policy+cost"].append(policy_and_cost(plan))
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"{label}: {count} resources, median of {repeat} interleaved runs")
+    for name, seconds in median.items():
+        print(f"  {name:11s} {seconds:7.3f} s   {1000 * seconds / count:5.2f} ms/resource")
+    print(f"  plan / sdk_same = {median['plan'] / median['sdk_same']:.2f}  (target <= 1.30)")
+    print(f"  plan / sdk_bare = {median['plan'] / median['sdk_bare']:.2f}")
+    return {"count": float(count), **median}
+
+
+def whole_command(stack: str, repeat: int) -> tuple[float, float]:
+    """`llmcloud plan --format json` in a fresh process, as a user runs it (imports
+    included): (wall seconds, CPU seconds of the child), medians."""
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "infra", "plan", "--stack", stack, "--format", "json",
+                 "--out", f"{out}/plan.json"],
+                cwd=ROOT, check=False, capture_output=True,
+            )  # fmt: skip
+            walls.append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="prod")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--scale", type=int, default=10, help="also plan an N× stack (0: skip)")
     args = parser.parse_args()
 
-    plan = evaluate(ROOT, args.stack)  # warm-up: imports, schema caches
-    count, resources = len(plan.resources), same_resources(plan)
-    sdk_same(resources)
-    sdk_bare(count)
-    runs: dict[str, list[float]] = {"plan": [], "sdk_same": [], "sdk_bare": []}
-    for _ in range(args.repeat):
-        started = time.perf_counter()
-        evaluate(ROOT, args.stack)
-        runs["plan"].append(time.perf_counter() - started)
-        runs["sdk_same"].append(sdk_same(resources))
-        runs["sdk_bare"].append(sdk_bare(count))
-    median = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"stack {args.stack}: {count} resources, median of {args.repeat} interleaved runs")
-    for name, seconds in median.items():
-        print(f"  {name:9s} {seconds:7.3f} s   {1000 * seconds / count:5.2f} ms/resource")
-    print(f"  plan / sdk_same = {median['plan'] / median['sdk_same']:.2f}  (target <= 1.30)")
-    print(f"  plan / sdk_bare = {median['plan'] / median['sdk_bare']:.2f}")
+    base = measure(f"stack {args.stack}", ROOT, args.stack, args.repeat)
+    if args.scale > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            project = scaled_project(evaluate(ROOT, args.stack), args.scale, Path(tmp))
+            scaled = measure(f"{args.scale}× stack", project, "bench", max(1, args.repeat // 2))
+        growth = scaled["count"] / base["count"]
+        for step in ("plan", "policy+cost"):
+            print(f"  {step} grew {scaled[step] / base[step]:.1f}× for {growth:.1f}× the resources")
+    wall, cpu = whole_command(args.stack, max(1, args.repeat // 2))
+    print(
+        f"whole command `llmcloud plan --stack {args.stack} --format json`: {cpu:.2f} s CPU, "
+        f"{wall:.2f} s wall (of it, evaluation {base['plan']:.2f} s and policy+cost "
+        f"{base['policy+cost']:.2f} s CPU)"
+    )
 
 
 if __name__ == "__main__":

@@ -334,6 +334,8 @@ def expected_stack_hourly(config) -> tuple[float, float]:
     fixed += (
         sum(config.storage.expected_size_gb.values()) * PRICES.s3_standard_gb_month_usd * per_month
     )
+    if config.gateway is not None:  # the model gateway's LoadBalancer Service: one NLB
+        fixed += PRICES.nlb_hourly_usd
     gp3 = PRICES.ebs_gb_month_usd["gp3"] * per_month
     system = config.cluster.system_nodes
     system_node = rate(system.instance_types[0]) + system.disk_gb * gp3

@@ -182,20 +182,34 @@ class Plan:
     notices: list[dict[str, Any]] = field(default_factory=list)
     region: str | None = None  # the stack's aws:region, which the mocks answered for
 
+    def _indexes(self) -> tuple[dict[str, Resource], dict[str, list[Resource]], dict]:
+        """(urn -> resource, type -> resources, parent -> children), built once per resource
+        list: the lookups below run per resource in the policy and cost steps, and a scan
+        each would make those steps quadratic in the stack's size."""
+        cached = self.__dict__.get("_index_cache")
+        if cached is None or cached[0] is not self.resources or cached[1] != len(self.resources):
+            by_urn: dict[str, Resource] = {}
+            by_type: dict[str, list[Resource]] = {}
+            by_parent: dict[str | None, list[Resource]] = {}
+            for r in self.resources:
+                by_urn.setdefault(r.urn, r)
+                by_type.setdefault(r.type, []).append(r)
+                by_parent.setdefault(r.parent, []).append(r)
+            cached = (self.resources, len(self.resources), (by_urn, by_type, by_parent))
+            self.__dict__["_index_cache"] = cached
+        return cached[2]
+
     def by_type(self, token: str) -> list[Resource]:
-        return [r for r in self.resources if r.type == token]
+        return list(self._indexes()[1].get(token, ()))
 
     def get(self, urn: str) -> Resource:
-        for r in self.resources:
-            if r.urn == urn:
-                return r
-        raise KeyError(urn)
+        return self._indexes()[0][urn]
 
     def children(self, urn: str | None) -> list[Resource]:
-        return [r for r in self.resources if r.parent == urn]
+        return list(self._indexes()[2].get(urn, ()))
 
     def ancestors(self, resource: Resource) -> Iterator[Resource]:
-        index = {r.urn: r for r in self.resources}
+        index = self._indexes()[0]
         parent = resource.parent
         while parent and parent in index:
             yield index[parent]
@@ -428,30 +442,31 @@ def _environment_config() -> tuple[dict[str, str], list[str]]:
 
 
 def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
-    """`pulumi.runtime.resource._get_stack_trace`, minus reading each frame's source line.
+    """`pulumi.runtime.resource._get_stack_trace`, reduced to what the mock monitor keeps.
 
-    The SDK captures a stack trace per registration for the engine's display; the mock
-    monitor discards it. Reading the source line of every frame (`traceback.extract_stack`)
-    is a large part of a registration in a program of nested components, so the plan keeps
-    the same frames and positions and skips the lines."""
-    stack = traceback.StackSummary.extract(
-        traceback.walk_stack(sys._getframe(1)), lookup_lines=False
-    )
-    stack.reverse()
-    inits, cut = 0, 0
-    for i in range(len(stack) - 1, -1, -1):
-        if stack[i].name == "__init__":
+    The SDK captures a stack trace per registration for the engine's display, reading every
+    frame's source line and resolving every frame's path; the mock monitor discards all of it
+    but the source position (the first frame: the program's line that constructed the
+    resource). This finds that frame the way the SDK does (the caller of the third
+    `__init__` up the stack: the resource class, its typed base, `Resource.__init__`) without
+    extracting the stack or reading any source, and returns it as the trace's only frame."""
+    frame = sys._getframe(1)
+    inits = 0
+    while frame is not None:
+        if frame.f_code.co_name == "__init__":
             inits += 1
             if inits == 3:
-                cut = i
                 break
-    if cut < 1:
+        frame = frame.f_back
+    caller = frame.f_back if frame is not None else None
+    if caller is None:
         return source_pb2.StackTrace()
-    frames = [
-        source_pb2.StackFrame(pc=pulumi_resource._get_source_position_for_frame(frame))
-        for frame in reversed(stack[:cut])
-    ]
-    return source_pb2.StackTrace(frames=frames)
+    summary = traceback.FrameSummary(
+        caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name, lookup_line=False
+    )
+    return source_pb2.StackTrace(
+        frames=[source_pb2.StackFrame(pc=pulumi_resource._get_source_position_for_frame(summary))]
+    )
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -178,14 +179,23 @@ def _provider_urn(plan: Plan, resource: Resource) -> str | None:
 
 
 def _default_provider_urn(plan: Plan, package: str) -> str | None:
+    pkg_version = _package_version(package)
+    if pkg_version is None:
+        return None
+    return f"urn:pulumi:{plan.stack}::{plan.project}::pulumi:providers:{package}::default_{pkg_version}"
+
+
+@cache
+def _package_version(package: str) -> str | None:
+    """`7_51_1` for pulumi-aws 7.51.1 (read once: `importlib.metadata.version` parses the
+    package's METADATA file on every call, and this runs per resource)."""
     module = _PROVIDER_PACKAGES.get(package)
     if module is None:
         return None
     try:
-        pkg_version = version(module).replace(".", "_")
+        return version(module).replace(".", "_")
     except PackageNotFoundError:
         return None
-    return f"urn:pulumi:{plan.stack}::{plan.project}::pulumi:providers:{package}::default_{pkg_version}"
 
 
 def _providers(plan: Plan) -> dict[str, PolicyProviderResource]:

@@ -271,10 +271,20 @@ class PolicySettings:
 # --------------------------------------------------------------------------- properties
 
 
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """Props as plain dicts and lists. Unknown values (preview) stay as pulumi-policy's
     sentinel strings, so a rule can tell "unset" from "set to something not yet known"
     without tripping the proxy; `known()` raises where a rule needs the actual value."""
+    kind = type(value)  # fast paths first: this runs on every prop of every resource
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is dict:
+        return {k: plain(v) for k, v in value.items()}
+    if kind is list:
+        return [plain(v) for v in value]
     if isinstance(value, _DictProxy | _ListProxy):
         value = value["__target"]
     if isinstance(value, Mapping):
