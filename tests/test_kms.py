@@ -168,12 +168,14 @@ def test_the_service_linked_roles_the_key_policies_name_are_created_first(prod_p
 
 
 def test_no_service_linked_roles_when_the_account_baseline_owns_them(project_root):
+    from infra.config import read_stack_file, stack_file
     from infra.plan.engine import evaluate
 
+    security = read_stack_file(stack_file(project_root, "staging"))["llmcloud:security"]
     plan = evaluate(
         project_root,
         "staging",
-        config_overrides={"llmcloud:security": {"create_service_linked_roles": False}},
+        config_overrides={"llmcloud:security": {**security, "create_service_linked_roles": False}},
     )
     assert plan.by_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
     assert statements(keys(plan)["ebs"])["AutoScalingLaunchesEncryptedNodeVolumes"]
