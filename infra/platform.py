@@ -44,6 +44,8 @@ from infra.security.statements import staging_statements
 from infra.storage.lake import BucketRef, DataLake, DataLakeArgs
 from infra.storage.lustre import Lustre, LustreArgs, training_zone
 from workloads.facts import ClusterFacts
+from workloads.gateway.component import Gateway, GatewayArgs, endpoint_of
+from workloads.gateway.config import check as check_gateway
 from workloads.serving.service import VllmService, VllmServiceArgs
 from workloads.training.job import TrainingJob, TrainingJobArgs
 
@@ -59,6 +61,7 @@ class Platform:
     data_stager: DataStagerRole | None = None
     audit: AuditTrail | None = None
     fsx: Lustre | None = None
+    gateway: Gateway | None = None
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -409,6 +412,28 @@ class Platform:
             )
             for svc in config.serving
         }
+        if config.gateway is not None:
+            # one HTTPS address in front of every endpoint (workloads/gateway)
+            gw = config.gateway
+            check_gateway(config)  # its namespace and the teams' models, against the stack
+            self.gateway = Gateway(
+                "gateway",
+                GatewayArgs(
+                    config=gw,
+                    endpoints=[endpoint_of(s, self.serving[s.name]) for s in config.serving],
+                    cluster=self.facts,
+                    vpc_cidr=str(config.network.vpc_cidr),
+                    secrets_key_arn=self.keys.cluster.arn,
+                    logs_key_arn=self.keys.logs.arn,
+                    depends_on=[
+                        self.addons,
+                        self.access.namespaces[gw.namespace],
+                        *self.serving.values(),
+                    ],
+                ),
+                ctx,
+                ctx.opts(),
+            )
 
     # ------------------------------------------------------------------ outputs
 
@@ -474,6 +499,14 @@ class Platform:
             out.update(training_checkpoints={n: t.checkpoint_uri for n, t in self.training.items()})
         if self.serving:
             out.update(serving_endpoints={n: s.endpoint for n, s in self.serving.items()})
+        if self.gateway is not None:
+            out.update(
+                gateway_url=self.gateway.url,
+                gateway_audit_log_group=self.gateway.audit_log_group.name,
+                gateway_team_key_secrets={
+                    t: s.arn for t, s in self.gateway.team_secrets.items()
+                },
+            )
         return out
 
 

@@ -339,13 +339,13 @@ def lb_policy(plan: Plan) -> dict:
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging"])
-def test_stacks_without_an_nlb_endpoint_get_no_load_balancer_controller_or_its_role(
+def test_stacks_whose_only_nlb_is_the_gateways_get_the_load_balancer_controller(
     stack_report, stack
 ):
     plan = stack_report(stack).plan
-    assert all(s.inputs["spec"].get("type") != "LoadBalancer" for s in plan.by_type(SERVICE))
-    assert "aws-load-balancer-controller" not in releases(plan)
-    assert not [r for r in plan.resources if "load-balancer-controller" in r.name]
+    balancers = [s for s in plan.by_type(SERVICE) if s.inputs["spec"].get("type") == "LoadBalancer"]
+    assert [s.inputs["metadata"]["namespace"] for s in balancers] == ["gateway"]
+    assert "aws-load-balancer-controller" in releases(plan)
 
 
 def test_prod_nlb_service_is_created_after_the_load_balancer_controller(prod_plan):
@@ -505,10 +505,15 @@ def parsed(stack: str, change) -> WorkloadControllers:
     return WorkloadControllers.for_stack(config)
 
 
-def test_our_stacks_need_only_the_load_balancer_controller_in_prod():
-    assert parsed("prod", lambda raw: None) == WorkloadControllers(load_balancer=True)
-    assert parsed("staging", lambda raw: None) == WorkloadControllers()
-    assert parsed("dev", lambda raw: None) == WorkloadControllers()
+def test_our_stacks_need_only_the_load_balancer_controller_for_the_gateway():
+    def no_gateway(raw):
+        del raw["llmcloud:gateway"]
+
+    for stack in ("dev", "staging", "prod"):
+        assert parsed(stack, lambda raw: None) == WorkloadControllers(load_balancer=True)
+    # without the model gateway no stack has an NLB (prod's endpoint sits behind it)
+    assert parsed("staging", no_gateway) == WorkloadControllers()
+    assert parsed("dev", no_gateway) == WorkloadControllers()
 
 
 def test_a_replica_larger_than_one_node_needs_leader_worker_set():

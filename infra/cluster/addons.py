@@ -107,7 +107,9 @@ class WorkloadControllers:
             return Topology(svc.gpus_per_replica, group.instance.gpu_count).multi_node
 
         return cls(
-            load_balancer=any(s.load_balancer == "internal_nlb" for s in config.serving),
+            # the model gateway's TLS NLB is a Service of that class too (workloads/gateway)
+            load_balancer=config.gateway is not None
+            or any(s.load_balancer == "internal_nlb" for s in config.serving),
             leader_worker_set=any(multi_node(s) for s in config.serving),
             jobset=any(job.jobset for job in config.training),
         )

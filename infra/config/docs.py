@@ -42,6 +42,7 @@ TABLE_PATHS = (
     "storage.fsx",
     "training[]",
     "serving[]",
+    "gateway",
     "deploy",
     "deploy.runner",
 )

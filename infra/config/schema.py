@@ -247,9 +247,10 @@ class NamespaceConfig(Model):
     name: DnsLabel = Field(
         description="The namespace (not default, monitoring or kube-*)",
     )
-    purpose: Literal["training", "serving", "data"] = Field(
-        description="What runs there: `training`, `serving` or `data`; sets the default Pod "
-        "Security level (baseline for training, restricted otherwise)",
+    purpose: Literal["training", "serving", "data", "gateway"] = Field(
+        description="What runs there: `training`, `serving`, `data` or `gateway` (the model "
+        "gateway); sets the default Pod Security level (baseline for training, restricted "
+        "otherwise)",
     )
     gpu_quota: int = Field(
         description="ResourceQuota on `nvidia.com/gpu` requests in the namespace (GPUs; 0: none); "
@@ -1545,6 +1546,105 @@ class DeployConfig(Model):
         return self
 
 
+# --------------------------------------------------------------------------- model gateway
+
+_ACM_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+_DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class GatewayTeamConfig(Model):
+    """A team's key at the gateway: which models it may call and its limits."""
+
+    name: DnsLabel = Field(
+        description="The team (its key's Secrets Manager name and the audit records' `team`)",
+    )
+    models: list[str] = Field(
+        min_length=1,
+        description="Served model names (a serving entry's served_model_name or model) the "
+        "team may call",
+    )
+    rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute, per model. Unset: no limit"
+    )
+    tpm: int | None = Field(
+        default=None, ge=1, description="Tokens (prompt + completion) per minute, per model. "
+        "Unset: no limit",
+    )
+    tokens_per_day: int | None = Field(
+        default=None, ge=1, description="Tokens per UTC day, per model. Unset: no limit"
+    )
+    key_version: int = Field(
+        default=1,
+        ge=1,
+        description="Bump to rotate the team's key (a new value; the old one stops working "
+        "when the gateway reloads)",
+    )
+
+    @property
+    def limited(self) -> bool:
+        """Every limit set (the gateway-team-limits rule, mandatory in prod)."""
+        return None not in (self.rpm, self.tpm, self.tokens_per_day)
+
+
+class GatewayConfig(Model):
+    """The model gateway: one HTTPS address in front of every serving endpoint."""
+
+    namespace: DnsLabel = Field(
+        default="gateway",
+        description="The gateway's namespace: a security.namespaces entry with purpose "
+        "`gateway`",
+    )
+    replicas: int = Field(
+        default=2, ge=1, le=20, description="Gateway pods; each enforces its share of a limit"
+    )
+    certificate_arn: str | None = Field(
+        default=None,
+        pattern=_ACM_CERTIFICATE_ARN.pattern,
+        description="ACM certificate of the NLB's TLS listener. Unset: one is requested "
+        "for `domain` (DNS validation)",
+    )
+    domain: str | None = Field(
+        default=None,
+        pattern=_DOMAIN.pattern,
+        max_length=253,
+        description="The environment's address (`llm.example.com`); needed without "
+        "certificate_arn",
+    )
+    scheme: Literal["internal", "internet-facing"] = Field(
+        default="internal", description="The NLB's scheme"
+    )
+    allowed_cidrs: list[ipaddress.IPv4Network] = Field(
+        default=[],
+        description="Client CIDRs the NLB admits. Empty: the VPC CIDR only",
+    )
+    teams: list[GatewayTeamConfig] = Field(
+        default=[], description="Team keys (see Model access: the gateway)"
+    )
+    log_prompts: bool = Field(
+        default=False,
+        description="Put the prompt in the audit records (off: counts and metadata only)",
+    )
+    audit_retention_days: RetentionDays = Field(
+        default=365, description="Retention of the access audit log group (days)"
+    )
+
+    @model_validator(mode="after")
+    def _certificate(self) -> GatewayConfig:
+        if self.certificate_arn is None and self.domain is None:
+            raise PydanticCustomError(
+                "gateway_certificate",
+                "set certificate_arn (an ACM certificate) or domain (one is requested): "
+                "the gateway listens on TLS only",
+            )
+        names = [t.name for t in self.teams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise PydanticCustomError(
+                "gateway_teams", "team names must be unique; repeated: {dup}", {"dup": dup}
+            )
+        return self
+
+
 # --------------------------------------------------------------------------- the stack
 
 
@@ -1620,6 +1720,11 @@ class StackConfig(Model):
     deploy: DeployConfig = Field(
         default=DeployConfig(),
         description="Where the Kubernetes layer is deployed from (keys: deploy.*)",
+    )
+    gateway: GatewayConfig | None = Field(
+        default=None,
+        description="The model gateway in front of every serving endpoint (keys: gateway.*)."
+        " Unset: none",
     )
 
     @model_validator(mode="after")

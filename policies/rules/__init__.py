@@ -33,6 +33,7 @@ RULE_MODULES: tuple[str, ...] = (
     "eks",
     "deploy_path",
     "serving_reach",
+    "gateway",
     "ec2",
     "rds",
     "load_balancers",

@@ -249,6 +249,7 @@ class VllmService(pulumi.ComponentResource):
     service_account: k8s.core.v1.ServiceAccount
     role: PodRole
     api_key_secret: k8s.core.v1.Secret | None
+    api_key: pulumi.Input[str] | None  # the key in api_key_secret
     network_policy: k8s.networking.v1.NetworkPolicy
     service: k8s.core.v1.Service
     disruption_budget: k8s.policy.v1.PodDisruptionBudget
@@ -307,12 +308,14 @@ class VllmService(pulumi.ComponentResource):
         self.service_account = self.role.kubernetes_service_account(f"{name}-sa", meta, child)
 
         self.api_key_secret = None
+        self.api_key = None  # the model gateway sends it (workloads/gateway)
         if svc.api_key_required:
             key = args.api_key
             if key is None:
                 key = random.RandomPassword(
                     f"{name}-api-key", length=48, special=False, opts=aws_child
                 ).result
+            self.api_key = key
             self.api_key_secret = k8s.core.v1.Secret(
                 f"{name}-api-key",
                 metadata={**meta, "name": f"{svc.name}-api-key"},
