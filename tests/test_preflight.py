@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -556,7 +557,10 @@ def moto_server(aws_env):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    # a fresh account: moto's backends are per process, other tests may have written to them
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+    yield url
     server.stop()
 
 
@@ -705,3 +709,27 @@ def test_preflight_checks_the_principals_the_key_policies_name():
         "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/"
         "AWSServiceRoleForAutoScaling",
     ]
+
+
+def test_prod_against_an_endpoint_without_reservations_or_quotas_is_incomplete_not_a_traceback(
+    moto_server,
+):
+    result = CliRunner().invoke(
+        app,
+        [
+            "preflight",
+            "--stack",
+            "prod",
+            "--project",
+            str(ROOT),
+            "--endpoint-url",
+            moto_server,
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert "reservation" in report["incomplete"] and "quota" in report["incomplete"]
+    reservations = [f for f in report["findings"] if f["check"] == "reservation"]
+    assert reservations and all(f["status"] == "incomplete" for f in reservations)

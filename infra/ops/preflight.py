@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 import botocore.exceptions as bce
 from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
 
 from infra.catalog import load_catalog
 from infra.config import StackConfig
@@ -90,6 +91,8 @@ def _unavailable_reason(exc: BaseException) -> str | None:
         ):
             return f"{code or 'HTTP ' + str(status)} after {PREFLIGHT_MAX_ATTEMPTS} attempts"
         return None
+    if isinstance(exc, ResponseParserError):  # an error page instead of an AWS answer (a 5xx)
+        return "an answer that is not the API's (an HTTP error page)"
     if isinstance(exc, (bce.ReadTimeoutError, bce.ConnectTimeoutError, bce.ConnectionClosedError)):
         return f"no answer within {PREFLIGHT_READ_TIMEOUT_S} s ({type(exc).__name__})"
     return None
@@ -185,7 +188,7 @@ class BotoCapacityApi:
             except NotImplementedError as e:  # an emulator (moto in-process) lacking the call
                 self._down[name] = CheckUnavailable(_OPERATIONS[name], f"not implemented ({e})")
                 raise self._down[name] from None
-            except (ClientError, bce.BotoCoreError) as e:
+            except (ClientError, bce.BotoCoreError, ResponseParserError) as e:
                 reason = _unavailable_reason(e)
                 if reason is None:
                     raise
