@@ -909,9 +909,10 @@ def test_progress_bar_and_summary_show_speed_in_the_same_binary_unit():
     ("size_mib", "threshold_mib", "concurrency", "files", "part_mib"),
     [
         (1, 64, 16, 1, None),  # below the threshold: one PUT
-        (256, 64, 16, 4, 64),  # 4 files x 4 parts keep 16 requests busy
-        (256, 64, 16, 1, 16),  # one file: 16 parts of 16 MiB
-        (64, 64, 16, 1, 8),  # never below 8 MiB
+        (256, 64, 16, 4, 16),  # 4 files x 16 parts: 4 parts per request slot
+        (256, 64, 16, 1, 8),  # one file: parts of 8 MiB, never smaller
+        (64, 64, 16, 1, 8),
+        (1024, 64, 16, 100, 64),  # many large files fill the slots with files
         (11, 5, 16, 1, 5),  # nor below a smaller --part-size-mib
         (10_000, 64, 16, 1, 64),  # a huge file has parts enough already
     ],
