@@ -503,9 +503,7 @@ class Platform:
             out.update(
                 gateway_url=self.gateway.url,
                 gateway_audit_log_group=self.gateway.audit_log_group.name,
-                gateway_team_key_secrets={
-                    t: s.arn for t, s in self.gateway.team_secrets.items()
-                },
+                gateway_team_key_secrets={t: s.arn for t, s in self.gateway.team_secrets.items()},
             )
         return out
 

@@ -172,14 +172,16 @@ def test_endpoints_needing_more_gpus_than_the_group_holds_stay_pending(stack_rep
         return r
 
     plan = mutated(stack_report("dev").plan, three)
-    (svc,) = [p for p in simulate_plan(plan).pods if p.template.label.startswith("Deployment")]
+    (svc,) = [
+        p for p in simulate_plan(plan).pods if p.template.label.startswith("Deployment serving/")
+    ]
     assert (svc.placed, svc.template.count) == (2, 3)
     assert "2 Insufficient nvidia.com/gpu" in svc.reason
     # with the quota the stack derives, the API server refuses it first
     (svc,) = [
         p
         for p in simulate_plan(stack_report("dev").plan).pods
-        if p.template.label.startswith("Deployment")
+        if p.template.label.startswith("Deployment serving/")
     ]
     assert svc.schedulable  # 2 replicas as shipped
 

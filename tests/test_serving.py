@@ -100,10 +100,15 @@ def plan_of(tmp_path_factory):
 
 
 def prod_like(**serving_changes: Any) -> dict[str, Any]:
-    """Prod's stack config with KEDA on and the NLB given its client range."""
+    """Prod's stack config with KEDA on and the endpoint opened on its own: to training and,
+    over an internal NLB, to a client range (prod itself sends callers through the gateway)."""
     raw = copy.deepcopy(raw_config("prod"))
     raw["llmcloud:cluster"]["addons"] = {"metrics": "prometheus", "keda": True}
-    raw["llmcloud:serving"][0]["allowed_cidrs"] = ["10.40.0.0/16"]
+    raw["llmcloud:serving"][0].update(
+        allowed_namespaces=["training"],
+        allowed_cidrs=["10.40.0.0/16"],
+        load_balancer="internal_nlb",
+    )
     raw["llmcloud:serving"][0].update(serving_changes)
     return raw
 

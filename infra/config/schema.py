@@ -1548,7 +1548,9 @@ class DeployConfig(Model):
 
 # --------------------------------------------------------------------------- model gateway
 
-_ACM_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+_ACM_CERTIFICATE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"
+)
 _DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -1567,8 +1569,9 @@ class GatewayTeamConfig(Model):
         default=None, ge=1, description="Requests per minute, per model. Unset: no limit"
     )
     tpm: int | None = Field(
-        default=None, ge=1, description="Tokens (prompt + completion) per minute, per model. "
-        "Unset: no limit",
+        default=None,
+        ge=1,
+        description="Tokens (prompt + completion) per minute, per model. Unset: no limit",
     )
     tokens_per_day: int | None = Field(
         default=None, ge=1, description="Tokens per UTC day, per model. Unset: no limit"
@@ -1591,8 +1594,7 @@ class GatewayConfig(Model):
 
     namespace: DnsLabel = Field(
         default="gateway",
-        description="The gateway's namespace: a security.namespaces entry with purpose "
-        "`gateway`",
+        description="The gateway's namespace: a security.namespaces entry with purpose `gateway`",
     )
     replicas: int = Field(
         default=2, ge=1, le=20, description="Gateway pods; each enforces its share of a limit"
@@ -1607,8 +1609,7 @@ class GatewayConfig(Model):
         default=None,
         pattern=_DOMAIN.pattern,
         max_length=253,
-        description="The environment's address (`llm.example.com`); needed without "
-        "certificate_arn",
+        description="The environment's address (`llm.example.com`); needed without certificate_arn",
     )
     scheme: Literal["internal", "internet-facing"] = Field(
         default="internal", description="The NLB's scheme"
