@@ -272,6 +272,10 @@ class Gateway(pulumi.ComponentResource):
         ]
         probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
         audit_mount = {"name": "audit", "mountPath": gwconfig.AUDIT_DIR}
+        shipper_probe = {
+            "httpGet": {"path": gwconfig.SHIPPER_HEALTH_PATH, "port": "shipper-health"},
+            "periodSeconds": 30,
+        }
         gateway = {
             "name": "gateway",
             "image": pins.image("gateway_python"),
@@ -283,7 +287,7 @@ class Gateway(pulumi.ComponentResource):
             "livenessProbe": {**probe, "failureThreshold": 3},
             "resources": {
                 "requests": {"cpu": GATEWAY_CPU, "memory": GATEWAY_MEMORY},
-                "limits": {"memory": GATEWAY_MEMORY},
+                "limits": {"cpu": GATEWAY_CPU, "memory": GATEWAY_MEMORY},
             },
             "securityContext": pods.restricted_container(),
             "volumeMounts": [
@@ -299,8 +303,17 @@ class Gateway(pulumi.ComponentResource):
             "args": ["-c", f"{gwconfig.FLUENT_BIT_CONFIG_DIR}/fluent-bit.conf"],
             "resources": {
                 "requests": {"cpu": SHIPPER_CPU, "memory": SHIPPER_MEMORY},
-                "limits": {"memory": SHIPPER_MEMORY},
+                "limits": {"cpu": SHIPPER_CPU, "memory": SHIPPER_MEMORY},
             },
+            "ports": [
+                {
+                    "name": "shipper-health",
+                    "containerPort": gwconfig.SHIPPER_HEALTH_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+            "readinessProbe": shipper_probe,
+            "livenessProbe": {**shipper_probe, "failureThreshold": 3},
             "securityContext": pods.restricted_container(),
             "volumeMounts": [
                 {

@@ -27,6 +27,8 @@ PROGRAM_DIR = "/opt/gateway"
 FLUENT_BIT_CONFIG_DIR = "/fluent-bit/etc/gateway"
 # audit records reach CloudWatch within this many seconds
 AUDIT_FLUSH_S = 5
+SHIPPER_HEALTH_PORT = 2020  # Fluent Bit's built-in HTTP server
+SHIPPER_HEALTH_PATH = "/api/v1/health"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,14 @@ def fluent_bit_config(*, log_group: str, region: str) -> str:
             "    Daemon            off",
             "    Log_Level         info",
             f"    storage.path      {AUDIT_DIR}/flb-storage/",
+            # /api/v1/health answers 500 once outputs keep failing: the kubelet restarts it
+            "    HTTP_Server       On",
+            "    HTTP_Listen       0.0.0.0",
+            f"    HTTP_Port         {SHIPPER_HEALTH_PORT}",
+            "    Health_Check      On",
+            "    HC_Errors_Count   5",
+            "    HC_Retry_Failure_Count 5",
+            "    HC_Period         60",
             "",
             "[INPUT]",
             "    Name              tail",
