@@ -501,16 +501,49 @@ def smoke(
         str | None, typer.Option("--model", help="Served model name (default: the first).")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    denied_model: Annotated[
+        str | None,
+        typer.Option("--denied-model", help="Gateway: a model the key's team may not call."),
+    ] = None,
+    limit_probe: Annotated[
+        int,
+        typer.Option(
+            "--limit-probe", help="Gateway: send up to N one-token calls to reach a 429 (0: skip)."
+        ),
+    ] = 0,
+    audit_log_group: Annotated[
+        str | None,
+        typer.Option("--audit-log-group", help="Gateway: find this call's audit record there."),
+    ] = None,
+    audit_wait: Annotated[
+        float, typer.Option("--audit-wait", help="Seconds to wait for the audit record.")
+    ] = 60.0,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region.")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option("--endpoint-url", help="AWS endpoint URL (moto, LocalStack).")
+    ] = None,
 ) -> None:
     """Check a deployed OpenAI-compatible endpoint as a user would: the key is required, a
-    completion succeeds, and a streamed completion's time to first token and tokens/s.
+    completion succeeds, and a streamed completion's time to first token and tokens/s. Against
+    the model gateway with a team key, also: a model the team may not call is refused, a 429
+    with Retry-After past the limit, the call's audit record in CloudWatch Logs.
 
     Exit 0 every check passed, 1 a check failed (the table says which), 2 usage.
     """
-    from infra.ops.smoke import SmokeUsageError, render, run_smoke
+    from infra.ops.smoke import GatewayChecks, SmokeUsageError, render, run_smoke
 
+    gateway = None
+    if denied_model or limit_probe or audit_log_group:
+        gateway = GatewayChecks(
+            denied_model=denied_model,
+            limit_probe=limit_probe,
+            audit_log_group=audit_log_group,
+            audit_wait_s=audit_wait,
+            region=region,
+            endpoint_url=endpoint_url,
+        )
     try:
-        result = run_smoke(url, api_key, model=model, timeout_s=timeout)
+        result = run_smoke(url, api_key, model=model, timeout_s=timeout, gateway=gateway)
     except SmokeUsageError as e:
         raise fail(str(e)) from None
     render(result, Console())

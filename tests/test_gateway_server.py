@@ -44,7 +44,9 @@ class Stub(BaseHTTPRequestHandler):
             return
         usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         if body.get("stream"):
-            chunks = [{"choices": [{"delta": {"content": "hi"}}]}]
+            chat = self.path.endswith("/chat/completions")
+            piece = {"delta": {"content": "hi"}} if chat else {"text": "hi"}
+            chunks = [{"choices": [piece]}, {"choices": [piece]}]
             if (body.get("stream_options") or {}).get("include_usage"):
                 chunks.append({"choices": [], "usage": usage})
             data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)

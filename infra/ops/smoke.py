@@ -7,6 +7,12 @@ In order, stopping at the first failure (each check needs the one before):
 4. a streamed completion (server-sent events) arrives token by token: time to first token
    and decode tokens/s are measured.
 Works with any OpenAI-compatible server (vLLM, or anything speaking the same API).
+
+Against the model gateway (workloads/gateway) with a team key, `GatewayChecks` adds:
+5. a model the team may not call is refused (403), when one is named;
+6. calls past the team's limit get 429 with a `Retry-After` in seconds (at most
+   `limit_probe` one-token calls are sent: use a smoke team with a small rpm);
+7. the audit record of step 3 (found by its `X-Request-Id`) reached the CloudWatch Logs group.
 """
 
 from __future__ import annotations
@@ -25,10 +31,23 @@ PROMPT = "Write one sentence about the sea."
 COMPLETION_MAX_TOKENS = 16
 STREAM_MAX_TOKENS = 64
 REFUSED = (401, 403)
+AUDIT_POLL_S = 2.0
 
 
 class SmokeUsageError(Exception):
     """Bad arguments (exit 2)."""
+
+
+@dataclass(frozen=True)
+class GatewayChecks:
+    """The gateway's own checks (steps 5-7); each runs only when given what it needs."""
+
+    denied_model: str | None = None
+    limit_probe: int = 0  # most calls sent to reach the team's limit (0: skip)
+    audit_log_group: str | None = None
+    audit_wait_s: float = 60.0  # the shipper flushes every few seconds
+    region: str | None = None
+    endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,8 @@ def run_smoke(
     model: str | None = None,
     timeout_s: float = 60.0,
     transport: httpx.BaseTransport | None = None,
+    gateway: GatewayChecks | None = None,
+    logs_client: Any = None,
 ) -> SmokeResult:
     if not api_key:
         raise SmokeUsageError("give the endpoint's key: --api-key KEY or env LLMCLOUD_API_KEY")
@@ -152,6 +173,15 @@ def run_smoke(
         raise SmokeUsageError(f"--timeout {timeout_s:g}: must be a positive number of seconds")
     root = base_url(url)
     result = SmokeResult(url=root)
+    if gateway is not None and gateway.limit_probe < 0:
+        raise SmokeUsageError(f"--limit-probe {gateway.limit_probe}: must be 0 or more calls")
+    if gateway is not None and gateway.audit_log_group and logs_client is None:
+        from infra.ops.awsclient import AwsUsageError, client
+
+        try:
+            logs_client = client("logs", region=gateway.region, endpoint_url=gateway.endpoint_url)
+        except AwsUsageError as e:
+            raise SmokeUsageError(str(e)) from None
 
     def check(name: str, ok: bool, detail: str) -> bool:
         result.checks.append(Check(name, ok, detail))
@@ -159,14 +189,17 @@ def run_smoke(
 
     with httpx.Client(timeout=timeout_s, transport=transport) as client:
         try:
-            _run(client, root, api_key, model, result, check)
+            request_id = f"smoke-{secrets.token_hex(8)}"
+            _run(client, root, api_key, model, result, check, request_id)
+            if gateway is not None and result.ok:
+                _gateway(client, root, api_key, result, check, gateway, logs_client, request_id)
         except httpx.HTTPError as e:
             step = f"step {len(result.checks) + 1}"
             check("reachable", False, f"{type(e).__name__} at {step}: {e} ({root})")
     return result
 
 
-def _run(client, root, key, model, result, check) -> None:
+def _run(client, root, key, model, result, check, request_id: str) -> None:
     models_url = f"{root}/v1/models"
     r = client.get(models_url)
     if not check(
@@ -208,7 +241,9 @@ def _run(client, root, key, model, result, check) -> None:
         "max_tokens": COMPLETION_MAX_TOKENS,
         "temperature": 0,
     }
-    r = client.post(f"{root}/v1/completions", json=body, headers=_auth(key))
+    r = client.post(
+        f"{root}/v1/completions", json=body, headers={**_auth(key), "X-Request-Id": request_id}
+    )
     text = None
     if r.status_code == 200:
         try:
@@ -235,6 +270,70 @@ def _run(client, root, key, model, result, check) -> None:
         f"{stats.tokens} tokens, first after {stats.ttft_s * 1000:.0f} ms, "
         f"{stats.tokens_per_s:.1f} tokens/s",
     )
+
+
+def _gateway(client, root, key, result, check, gw: GatewayChecks, logs, request_id) -> None:
+    """Steps 5-7: what only the gateway enforces."""
+    one_token = {"prompt": "hi", "max_tokens": 1, "temperature": 0}
+    url = f"{root}/v1/completions"
+    if gw.denied_model:
+        r = client.post(url, json={**one_token, "model": gw.denied_model}, headers=_auth(key))
+        if not check(
+            "refuses a model the team may not call",
+            r.status_code == 403,
+            f"POST /v1/completions model {gw.denied_model!r}: {_describe(r)}",
+        ):
+            return
+    if gw.limit_probe:
+        limited = None
+        for sent in range(1, gw.limit_probe + 1):
+            r = client.post(url, json={**one_token, "model": result.model}, headers=_auth(key))
+            if r.status_code == 429:
+                limited = (sent, r)
+                break
+            if r.status_code != 200:
+                check("limits the team", False, f"call {sent} before any 429: {_describe(r)}")
+                return
+        if limited is None:
+            check("limits the team", False, f"{gw.limit_probe} calls and no 429: no limit hit")
+            return
+        sent, r = limited
+        retry = r.headers.get("Retry-After", "")
+        if not check(
+            "limits the team",
+            retry.isdigit() and int(retry) >= 1,
+            f"429 after {sent} calls, Retry-After {retry or 'missing'}",
+        ):
+            return
+    if gw.audit_log_group:
+        deadline = time.monotonic() + gw.audit_wait_s
+        while True:
+            events = logs.filter_log_events(
+                logGroupName=gw.audit_log_group, filterPattern=f'"{request_id}"'
+            ).get("events", [])
+            records = [_json(e.get("message", "")) for e in events]
+            found = [x for x in records if x.get("request_id") == request_id]
+            if found or time.monotonic() >= deadline:
+                break
+            time.sleep(AUDIT_POLL_S)
+        record = found[0] if found else {}
+        check(
+            "records the call in the audit log",
+            bool(found),
+            f"{gw.audit_log_group}: team {record.get('team')}, status {record.get('status')}, "
+            f"{record.get('prompt_tokens')}+{record.get('completion_tokens')} tokens"
+            if found
+            else f"no record with request_id {request_id} in {gw.audit_log_group} "
+            f"after {gw.audit_wait_s:g} s",
+        )
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def render(result: SmokeResult, console: Any) -> None:
