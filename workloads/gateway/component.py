@@ -263,7 +263,11 @@ class Gateway(pulumi.ComponentResource):
         self, key_envs: list[str], opts: pulumi.ResourceOptions
     ) -> k8s.apps.v1.Deployment:
         cfg, meta = self._args.config, self._meta
-        env = [{"name": "PYTHONUNBUFFERED", "value": "1"}] + [
+        # read-only root file system: no bytecode cache to write
+        env = [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ] + [
             {
                 "name": var,
                 "valueFrom": {"secretKeyRef": {"name": "gateway-upstream-keys", "key": var}},
@@ -296,6 +300,8 @@ class Gateway(pulumi.ComponentResource):
                 audit_mount,
             ],
         }
+        # Fluent Bit's core cloudwatch_logs output takes EKS Pod Identity credentials
+        # (fluent/fluent-bit#10115, in the 4.x that aws-for-fluent-bit 3.x ships) and IRSA.
         shipper = {
             "name": "audit-shipper",
             "image": pins.image("fluent_bit"),
