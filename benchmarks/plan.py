@@ -18,10 +18,11 @@ reduced to the source position), so the ratio measures the engine, not the setti
 are CPU seconds of this process (all threads: the mock monitor runs in the SDK's executor),
 which a shared machine disturbs far less than wall time.
 
-`--scale N` also plans an N× stack: a generated project whose program registers the prod
-plan's resources N times (names suffixed), through the same typed classes, so plan and
-sdk_same register exactly the same N× resources; it shows whether the engine and the
-policy+cost step grow linearly.
+`--scale N` also plans generated 1× and N× stacks: a project whose program registers the
+prod plan's custom resources once or N times (names suffixed), flat, through the same typed
+classes, so plan and sdk_same register exactly the same resources (the engine's own overhead,
+without our program's components), and the growth from 1× to N× shows whether the engine
+and the policy+cost step grow linearly.
 
 Then the whole command a user waits for: `llmcloud plan --format json` in a fresh process
 (imports included), beside the evaluation alone.
@@ -207,12 +208,21 @@ def main() -> None:
 
     base = measure(f"stack {args.stack}", ROOT, args.stack, args.repeat)
     if args.scale > 1:
-        with tempfile.TemporaryDirectory() as tmp:
-            project = scaled_project(evaluate(ROOT, args.stack), args.scale, Path(tmp))
-            scaled = measure(f"{args.scale}× stack", project, "bench", max(1, args.repeat // 2))
-        growth = scaled["count"] / base["count"]
+        # growth is measured between the generated 1× and N× stacks: the same resource mix
+        plan = evaluate(ROOT, args.stack)
+        with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as many:
+            flat = measure(
+                "1× generated stack", scaled_project(plan, 1, Path(one)), "bench", args.repeat
+            )
+            scaled = measure(
+                f"{args.scale}× generated stack",
+                scaled_project(plan, args.scale, Path(many)),
+                "bench",
+                max(2, args.repeat // 2),
+            )
+        growth = scaled["count"] / flat["count"]
         for step in ("plan", "policy+cost"):
-            print(f"  {step} grew {scaled[step] / base[step]:.1f}× for {growth:.1f}× the resources")
+            print(f"  {step} grew {scaled[step] / flat[step]:.1f}× for {growth:.1f}× the resources")
     wall, cpu = whole_command(args.stack, max(1, args.repeat // 2))
     print(
         f"whole command `llmcloud plan --stack {args.stack} --format json`: {cpu:.2f} s CPU, "

@@ -355,6 +355,15 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
 
 def _plain(value: Any) -> Any:
     """Recorded values as plain JSON data: secrets masked, resource references as URNs."""
+    kind = type(value)  # fast paths first: this runs on every input and output value
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is dict and rpc._special_sig_key not in value:
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
     if rpc.is_rpc_secret(value):
         return SECRET_PLACEHOLDER
     if isinstance(value, dict):
