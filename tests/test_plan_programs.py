@@ -415,3 +415,40 @@ def test_llmcloud_policies_in_a_foreign_stack_need_no_other_llmcloud_config(tmp_
     assert set(_findings(report).values()) == {"advisory"}
     assert report.exit_code == 0
     assert any(v.policy == "tags-required" and "env" in v.message for v in report.violations)
+
+
+# ------------------------------------------------------------------ the project's own virtualenv
+
+
+def test_a_project_virtualenv_without_llmcloud_is_named_with_how_to_install_it(tmp_path):
+    import yaml
+
+    from infra.plan.engine import PlanError, evaluate
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "p", "import pulumi_random\n")
+    (project / "Pulumi.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "demo",
+                "runtime": {
+                    "name": "python",
+                    "options": {"toolchain": "pip", "virtualenv": "venv"},
+                },
+                "stackConfigDir": "stacks",
+            }
+        )
+    )
+    venv = project / "venv"
+    with pytest.raises(PlanError, match=r"virtualenv is .*venv', which does not exist; create it"):
+        evaluate(project, "dev")
+    site = venv / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    with pytest.raises(PlanError) as info:
+        evaluate(project, "dev")
+    assert "which has no llmcloud" in str(info.value)
+    assert f"{venv}/bin/pip install " in str(info.value)
+    (site / "llmcloud-0.1.0.dist-info").mkdir()
+    with pytest.raises(PlanError, match=r"run that environment's llmcloud.*venv/bin/llmcloud plan"):
+        evaluate(project, "dev")

@@ -532,6 +532,46 @@ def _program_environment(project_dir: Path) -> Iterator[None]:
         os.environ.update(saved_env)
 
 
+def project_virtualenv(project_dir: Path, runtime: Any) -> Path | None:
+    """The virtualenv Pulumi.yaml runs the program in (`runtime.options.virtualenv`, relative
+    to the project; with `toolchain: uv`, `.venv` by default), or None when it names none."""
+    options = runtime.get("options") if isinstance(runtime, dict) else None
+    if not isinstance(options, dict):
+        return None
+    venv = options.get("virtualenv")
+    if not venv and options.get("toolchain") == "uv":
+        venv = ".venv"
+    if not venv:
+        return None
+    path = Path(str(venv)).expanduser()
+    return path if path.is_absolute() else project_dir / path
+
+
+def _check_virtualenv(project_dir: Path, runtime: Any) -> None:
+    """The program's imports live in its virtualenv: plan it from there, or say how."""
+    venv = project_virtualenv(project_dir, runtime)
+    if venv is None or Path(sys.prefix).resolve() == venv.resolve():
+        return
+    where = f"{project_dir / 'Pulumi.yaml'}: runtime.options.virtualenv is {str(venv)!r}"
+    checkout = Path(__file__).resolve().parents[2]
+    source = str(checkout) if (checkout / "pyproject.toml").is_file() else "llmcloud"
+    if not (venv / "pyvenv.cfg").is_file():
+        raise PlanError(
+            f"{where}, which does not exist; create it as `pulumi install` would "
+            f"(python -m venv {venv} && {venv}/bin/pip install -r requirements.txt), then "
+            f"{venv}/bin/pip install {source}"
+        )
+    if not any(venv.glob("lib/python*/site-packages/llmcloud-*.dist-info")):
+        raise PlanError(
+            f"{where}, which has no llmcloud: the program imports its packages from there. "
+            f"Install it there ({venv}/bin/pip install {source}) and run {venv}/bin/llmcloud plan"
+        )
+    raise PlanError(
+        f"{where}; run that environment's llmcloud, where the program's packages are: "
+        f"{venv}/bin/llmcloud plan --project {project_dir}"
+    )
+
+
 def evaluate(
     project_dir: Path | str,
     stack: str,
@@ -557,6 +597,7 @@ def evaluate(
         raise PlanError(
             f"{project_dir / 'Pulumi.yaml'}: runtime is {runtime_name!r}; llmcloud plan runs Python programs"
         )
+    _check_virtualenv(project_dir, runtime)
     main = project.get("main") or "__main__.py"
     program = project_dir / main
     if program.is_dir():
