@@ -425,6 +425,7 @@ class Platform:
                     vpc_cidr=str(config.network.vpc_cidr),
                     secrets_key_arn=self.keys.cluster.arn,
                     logs_key_arn=self.keys.logs.arn,
+                    logs_bucket=BucketRef.of(self.storage.logs),
                     depends_on=[
                         self.addons,
                         self.access.namespaces[gw.namespace],

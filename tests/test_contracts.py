@@ -19,6 +19,7 @@ GENERIC = {
     contracts.PART_OF,  # "llmcloud": also the project's name
     contracts.SYSTEM_GROUP,  # "system"
     contracts.GPU_TAINT_EFFECT,  # "NoSchedule": a Kubernetes enum every scheduler check reads
+    contracts.GPU_TAINT_VALUE,  # "true"
     contracts.DNS_PORT,
     contracts.POD_IDENTITY_AGENT_PORT,
 }

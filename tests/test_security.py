@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.config import load_stack_config
-from infra.plan.engine import Plan, Resource, evaluate
+from infra.plan.engine import Plan, ProgramError, Resource, evaluate
 from infra.security.roles import NODE_MANAGED_POLICIES, POD_IDENTITY_SERVICE
 from infra.security.statements import (
     is_read_only,
@@ -359,7 +359,8 @@ PodRole("greedy", PodRoleArgs(cluster_name="{CLUSTER}", namespace="training",
     "Resource": "*"}}]), ctx, ctx.opts())
 """
     )
-    with pytest.raises(ValueError, match="write actions on every resource: s3:PutObject"):
+    # the program's ValueError reaches the user as a program error naming the PodRole line
+    with pytest.raises(ProgramError, match="write actions on every resource: s3:PutObject"):
         plan_program(program, BASE_CONFIG)
 
 

@@ -51,6 +51,7 @@ from infra.contracts import (
     GPU_RESOURCE,
     GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
     INSTANCE_TYPE_LABEL,
     NODE_GROUP_LABEL,
     SYSTEM_GROUP,
@@ -443,7 +444,7 @@ class GpuNodeGroup(pulumi.ComponentResource):
         }
         if cfg.efa_enabled:
             self.labels[EFA_PRESENT_LABEL] = "true"
-        self.taints = [(GPU_TAINT_KEY, "true", GPU_TAINT_EFFECT)]
+        self.taints = [(GPU_TAINT_KEY, GPU_TAINT_VALUE, GPU_TAINT_EFFECT)]
         group_tags = {NODE_GROUP_TAG: cfg.name, CAPACITY_TAG: cfg.capacity.type}
         block = cfg.capacity.type == "capacity_block"
         windowed = block and cfg.capacity.start_utc is not None
@@ -493,7 +494,7 @@ class GpuNodeGroup(pulumi.ComponentResource):
             ),
             labels=self.labels,
             taints=[
-                aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value="true", effect="NO_SCHEDULE")
+                aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect="NO_SCHEDULE")
             ],
             tags=group_tags,
             opts=pulumi.ResourceOptions(
