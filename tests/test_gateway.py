@@ -133,7 +133,9 @@ def test_revoking_one_team_touches_no_other_teams_resources(tmp_path, dev_plan):
         teams = raw["llmcloud:gateway"]["teams"]
         teams.append({**teams[0], "name": "ops"})
 
-    with_ops = evaluate(copy_project_with(tmp_path / "p", "dev", add_ops), "dev")
+    project = copy_project_with(tmp_path / "p", "dev", add_ops)
+    (project / ".venv").symlink_to(ROOT / ".venv")  # Pulumi.yaml's virtualenv: this one
+    with_ops = evaluate(project, "dev")
 
     def team_resources(plan: Plan, team: str) -> dict[str, str]:
         return {
@@ -163,8 +165,22 @@ def test_audit_records_ship_to_the_logs_key_group_the_pod_role_may_write(stack_r
     )
     assert rendered(plan).audit_file == gwconfig.AUDIT_FILE and not rendered(plan).log_prompts
     (policy,) = [r for r in gateway_children(plan) if r.type == "aws:iam/rolePolicy:RolePolicy"]
-    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    statements = {st["Sid"]: st for st in json.loads(policy.inputs["policy"])["Statement"]}
+    assert set(statements) == {"WriteAuditRecords", "CopyAuditToLogsBucket"}
+    statement = statements["WriteAuditRecords"]
     assert all(res.split(":log-group:")[1].startswith(name) for res in statement["Resource"])
+    # the second copy: the logs bucket, under its own prefix only
+    (logs_bucket,) = [
+        r.inputs["bucket"]
+        for r in plan.by_type("aws:s3/bucket:Bucket")
+        if r.inputs["bucket"] == report.to_json()["outputs"]["bucket_names"]["logs"]
+    ]
+    assert f"bucket            {logs_bucket}" in conf
+    assert f"s3_key_format     /{gwconfig.AUDIT_S3_PREFIX}/%Y/%m/%d/" in conf
+    assert statements["CopyAuditToLogsBucket"]["Action"] == ["s3:PutObject"]
+    assert statements["CopyAuditToLogsBucket"]["Resource"] == [
+        f"arn:aws:s3:::{logs_bucket}/{gwconfig.AUDIT_S3_PREFIX}/*"
+    ]
     assert set(statement["Action"]) == {
         "logs:CreateLogStream",
         "logs:DescribeLogStreams",

@@ -47,6 +47,7 @@ from infra.contracts import (
     RUN_AS_UID,
 )
 from infra.security.roles import PodRole
+from infra.storage.lake import BucketRef
 from workloads import pods
 from workloads.facts import ClusterFacts
 from workloads.gateway import config as gwconfig
@@ -91,6 +92,8 @@ class GatewayArgs:
     vpc_cidr: str
     secrets_key_arn: pulumi.Input[str]  # encrypts the team keys in Secrets Manager
     logs_key_arn: pulumi.Input[str]  # encrypts the audit log group
+    # the stack's logs bucket: the audit's second copy (None: CloudWatch Logs only)
+    logs_bucket: BucketRef | None = None
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
@@ -171,6 +174,7 @@ class Gateway(pulumi.ComponentResource):
                 namespace=ns,
                 service_account=SERVICE_ACCOUNT,
                 statements=[
+                    *self._bucket_statements(),
                     {
                         "Sid": "WriteAuditRecords",
                         "Effect": "Allow",
@@ -183,7 +187,7 @@ class Gateway(pulumi.ComponentResource):
                             self.audit_log_group.arn,
                             self.audit_log_group.arn.apply(lambda a: f"{a}:log-stream:*"),
                         ],
-                    }
+                    },
                 ],
                 description=f"model gateway: write its access audit to {ctx.prefix}'s log group",
             ),
@@ -216,9 +220,7 @@ class Gateway(pulumi.ComponentResource):
             metadata={**self._meta, "name": "gateway-program"},
             data={
                 "server.py": PROGRAM.read_text(),
-                "fluent-bit.conf": gwconfig.fluent_bit_config(
-                    log_group=f"/llmcloud/{ctx.prefix}/gateway/access", region=ctx.region
-                ),
+                "fluent-bit.conf": self._shipper_config(),
             },
             opts=child,
         )
@@ -255,6 +257,32 @@ class Gateway(pulumi.ComponentResource):
                 "audit_log_group": self.audit_log_group.name,
                 "team_key_secrets": {t: s.arn for t, s in self.team_secrets.items()},
             }
+        )
+
+    # ------------------------------------------------------------------ audit
+
+    def _bucket_statements(self) -> list[dict[str, Any]]:
+        bucket = self._args.logs_bucket
+        if bucket is None:
+            return []
+        objects = pulumi.Output.concat(bucket.arn, f"/{gwconfig.AUDIT_S3_PREFIX}/*")
+        return [
+            {
+                "Sid": "CopyAuditToLogsBucket",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": [objects],
+            }
+        ]
+
+    def _shipper_config(self) -> pulumi.Output[str]:
+        ctx, bucket = self._ctx, self._args.logs_bucket
+        log_group = f"/llmcloud/{ctx.prefix}/gateway/access"
+        name = pulumi.Output.from_input(bucket.name if bucket is not None else "")
+        return name.apply(
+            lambda n: gwconfig.fluent_bit_config(
+                log_group=log_group, region=ctx.region, logs_bucket=n or None
+            )
         )
 
     # ------------------------------------------------------------------ pods

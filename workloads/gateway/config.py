@@ -27,6 +27,10 @@ PROGRAM_DIR = "/opt/gateway"
 FLUENT_BIT_CONFIG_DIR = "/fluent-bit/etc/gateway"
 # audit records reach CloudWatch within this many seconds
 AUDIT_FLUSH_S = 5
+# the audit's copy in the logs bucket: one object per pod and upload, by UTC day
+AUDIT_S3_PREFIX = "gateway-audit"
+AUDIT_S3_UPLOAD_TIMEOUT = "10m"
+AUDIT_S3_FILE_SIZE = "50M"
 SHIPPER_HEALTH_PORT = 2020  # Fluent Bit's built-in HTTP server
 SHIPPER_HEALTH_PATH = "/api/v1/health"
 
@@ -106,12 +110,30 @@ def render(
     return json.dumps(data, indent=1, sort_keys=True)
 
 
-def fluent_bit_config(*, log_group: str, region: str) -> str:
+def fluent_bit_config(*, log_group: str, region: str, logs_bucket: str | None = None) -> str:
     """Fluent Bit (classic format): tail the audit file, ship each line as it is (a JSON
-    event Logs Insights parses) to the audit log group, one stream per pod. Offsets are kept
-    in the pod's volume, so a restarted shipper resumes where it stopped; it retries without
-    a limit rather than drop records. Options: docs.fluentbit.io, inputs/tail and
-    outputs/cloudwatch."""
+    event Logs Insights parses) to the audit log group, one stream per pod, and (with
+    `logs_bucket`) the same lines to `s3://<logs bucket>/gateway-audit/<day>/`. Offsets and
+    the S3 buffer are kept in the pod's volume, so a restarted shipper resumes where it
+    stopped; it retries without a limit rather than drop records. Options: docs.fluentbit.io,
+    inputs/tail, outputs/cloudwatch and outputs/s3."""
+    s3 = []
+    if logs_bucket is not None:
+        s3 = [
+            "[OUTPUT]",
+            "    Name              s3",
+            "    Match             audit",
+            f"    region            {region}",
+            f"    bucket            {logs_bucket}",
+            f"    s3_key_format     /{AUDIT_S3_PREFIX}/%Y/%m/%d/${{HOSTNAME}}-%H%M%S-$UUID.jsonl",
+            "    log_key           log",
+            f"    total_file_size   {AUDIT_S3_FILE_SIZE}",
+            f"    upload_timeout    {AUDIT_S3_UPLOAD_TIMEOUT}",
+            "    use_put_object    On",
+            f"    store_dir         {AUDIT_DIR}/s3-buffer",
+            "    Retry_Limit       no_limits",
+            "",
+        ]
     return "\n".join(
         [
             "[SERVICE]",
@@ -148,6 +170,7 @@ def fluent_bit_config(*, log_group: str, region: str) -> str:
             "    auto_create_group false",
             "    Retry_Limit       no_limits",
             "",
+            *s3,
         ]
     )
 
