@@ -452,3 +452,22 @@ def test_a_project_virtualenv_without_llmcloud_is_named_with_how_to_install_it(t
     (site / "llmcloud-0.1.0.dist-info").mkdir()
     with pytest.raises(PlanError, match=r"run that environment's llmcloud.*venv/bin/llmcloud plan"):
         evaluate(project, "dev")
+
+
+def test_table_and_markdown_show_the_region_and_the_offline_notices(tmp_path):
+    from rich.console import Console
+
+    from infra.plan.report import render_markdown, render_table
+    from infra.plan.run import run_plan
+    from tests.conftest import write_project
+
+    program = (
+        "import pulumi, pulumi_aws as aws\npulumi.export('vpc', aws.ec2.get_vpc(default=True).id)\n"
+    )
+    report = run_plan(write_project(tmp_path / "p", program, {"aws:region": "eu-west-1"}), "dev")
+    console = Console(record=True, width=200)
+    render_table(report, console)
+    text = console.export_text()
+    assert "region eu-west-1" in text
+    assert "offline: 1 × aws:ec2/getVpc:getVpc answered with synthesized data" in text
+    assert "aws:ec2/getVpc:getVpc answered with synthesized data" in render_markdown(report)

@@ -106,6 +106,8 @@ def render_table(report: PlanReport, console: Console, full: bool = False) -> No
     if plan.warnings:
         for w in plan.warnings:
             console.print(f"[yellow]warning:[/] {escape(w)}")
+    for notice in plan.notices:  # what the offline plan synthesized or could not see
+        console.print(f"[cyan]offline:[/] {escape(notice['message'])}")
     if plan.outputs:
         out = Table(title="Outputs", show_header=True, header_style="bold")
         out.add_column("name")
@@ -277,6 +279,10 @@ def render_markdown(report: PlanReport) -> str:
         f"${cost.hourly_max:,.2f}/h at max (${cost.hourly_idle * HOURS_PER_MONTH:,.0f}–"
         f"${cost.hourly_max * HOURS_PER_MONTH:,.0f}/month)"
     )
+    if plan.notices:  # what the offline plan synthesized or could not see
+        lines += ["", "**Offline plan notices**", ""] + [
+            f"- {_md(n['message'])}" for n in plan.notices
+        ]
     lines += ["", "```mermaid", *mermaid_graph(plan)]
     lines += ["```", ""]
     totals = gpu_totals(plan)
