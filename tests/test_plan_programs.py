@@ -471,3 +471,21 @@ def test_table_and_markdown_show_the_region_and_the_offline_notices(tmp_path):
     assert "region eu-west-1" in text
     assert "offline: 1 × aws:ec2/getVpc:getVpc answered with synthesized data" in text
     assert "aws:ec2/getVpc:getVpc answered with synthesized data" in render_markdown(report)
+
+
+def test_a_helm_v4_chart_is_planned_and_the_kubernetes_rules_it_hides_are_named(tmp_path):
+    from infra.plan.run import run_plan
+    from tests.conftest import write_project
+
+    program = """
+import pulumi, pulumi_kubernetes as k8s
+chart = k8s.helm.v4.Chart("nginx", chart="oci://registry-1.docker.io/bitnamicharts/nginx",
+                          version="18.1.0", values={"service": {"type": "ClusterIP"}})
+pulumi.export("objects", chart.resources.apply(len))
+"""
+    report = run_plan(write_project(tmp_path / "p", program), "dev")
+    assert report.plan.outputs["objects"] == 0  # an untyped list: nothing invented
+    (notice,) = [n for n in report.plan.notices if n["kind"] == "remote-component"]
+    assert notice["token"] == "kubernetes:helm.sh/v4:Chart"
+    assert {"k8s-no-privileged", "k8s-image-pinned"} <= set(notice["rules_not_checked"])
+    assert "any resource of its package" in notice["message"]

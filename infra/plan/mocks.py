@@ -264,6 +264,8 @@ class PlanMocks(pulumi.runtime.Mocks):
                 for field, sub in object_fields(shape[1]).items()
             }
         if kind == "list":
+            if shape[1][0] == "any":
+                return []  # an untyped list (a Helm chart's `resources`): nothing to invent
             count = self._list_len(ctx, name, shape[1])
             item = _singular(name)
             return [

@@ -114,17 +114,22 @@ def _note_rules_blind_to_remote_children(plan: Plan) -> None:
     notices = [n for n in plan.notices if n.get("kind") == "remote-component"]
     if not notices:
         return
+    from infra.plan.schema import package_tokens
     from policies.rules import build_policies
 
     policies = build_policies()
     for notice in notices:
         types = sorted(component_child_types(notice["token"]))
-        rules = sorted({p.name for p in policies if any(p.applies_to(t) for t in types)})
+        # A component whose SDK does not say what it creates (a Helm chart's `resources` are
+        # untyped) may create any resource of its package: every rule on those could miss.
+        candidates = types or sorted(package_tokens(notice["token"].split(":", 1)[0]))
+        rules = sorted({p.name for p in policies if any(p.applies_to(t) for t in candidates)})
         notice["child_types"] = types
         notice["rules_not_checked"] = rules
         if rules:
-            notice["message"] += (
-                f"; rules not checked on its children ({', '.join(types)}): {', '.join(rules)}"
+            children = ", ".join(types) if types else "any resource of its package"
+            notice["message"] += f"; rules not checked on its children ({children}): " + ", ".join(
+                rules
             )
 
 

@@ -336,3 +336,8 @@ def resource_token(cls: type) -> str | None:
                     break
     tokens[cls] = found
     return found
+
+
+def package_tokens(package: str) -> frozenset[str]:
+    """Every resource type token a provider package registers (empty if unknown)."""
+    return frozenset(_token_index(package))
