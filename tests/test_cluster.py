@@ -355,8 +355,16 @@ def test_training_pods_are_never_evicted_by_scale_down_and_zero_groups_are_not_a
             annotations = job.inputs["spec"]["template"]["metadata"]["annotations"]
             assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
     # dev's endpoint is on l4 (starts at 0 nodes): `pulumi up` does not wait for its pods
-    (dev_svc,) = dev_plan.by_type("kubernetes:apps/v1:Deployment")
+    (dev_svc,) = [
+        d
+        for d in dev_plan.by_type("kubernetes:apps/v1:Deployment")
+        if d.inputs["metadata"]["namespace"] == "serving"  # not the gateway's
+    ]
     assert dev_svc.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     # prod's runs on l40s with 2 nodes from the start: awaited, with its startup window
-    (prod_svc,) = prod_plan.by_type("kubernetes:apps/v1:Deployment")
+    (prod_svc,) = [
+        d
+        for d in prod_plan.by_type("kubernetes:apps/v1:Deployment")
+        if d.inputs["metadata"]["namespace"] == "serving"  # not the gateway's
+    ]
     assert "pulumi.com/timeoutSeconds" in prod_svc.inputs["metadata"]["annotations"]
