@@ -227,7 +227,9 @@ db = json.loads(config.require("db"))
 key = config.require_secret("deployKey")
 pulumi.export("user", db["user"])
 pulumi.export("key_header", key.apply(lambda k: k.splitlines()[0]))
-aws.secretsmanager.Secret("db")
+secret = aws.secretsmanager.Secret("db")
+# read without require_secret (the SDK only warns): the value must not reach the plan in clear
+aws.secretsmanager.SecretVersion("db", secret_id=secret.id, secret_string=config.require("db"))
 """
 
 
@@ -286,6 +288,9 @@ def test_secrets_of_a_passphrase_stack_are_decrypted_as_the_cli_does(
     assert plan.outputs["key_header"] == "[secret]"  # still a secret output, masked in the report
     assert "key_header" in plan.secret_outputs
     assert not [n for n in plan.notices if n["kind"] == "secret"]
+    version = plan.by_type("aws:secretsmanager/secretVersion:SecretVersion")[0]
+    assert version.inputs["secretString"] == "[secret]"
+    assert "s3cret" not in json.dumps([r.to_json() for r in plan.resources])
 
 
 def test_the_passphrase_file_works_and_a_wrong_passphrase_is_a_clear_error(

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,6 +424,51 @@ def _placeholders(value: Any) -> Any:
     return value
 
 
+_MIN_MASKED_CHARS = 4  # shorter secrets ("1", "on") would mask unrelated values
+
+
+def _secret_texts(config: dict[str, str], secret_keys: list[str]) -> tuple[str, ...]:
+    """The plaintexts of the secret config values the program was handed (every string leaf
+    of a structured secret too), longest first."""
+    found: set[str] = set()
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                leaves(v)
+        elif isinstance(value, list):
+            for v in value:
+                leaves(v)
+        elif isinstance(value, str) and len(value) >= _MIN_MASKED_CHARS:
+            found.add(value)
+
+    for key in secret_keys:
+        text = config.get(key)
+        if text is None or text == SECRET_PLACEHOLDER:
+            continue
+        found.add(text)
+        with suppress(json.JSONDecodeError):
+            leaves(json.loads(text))
+    found = {t for t in found if len(t) >= _MIN_MASKED_CHARS and t != SECRET_PLACEHOLDER}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _mask(value: Any, secrets: tuple[str, ...]) -> Any:
+    """`value` with every occurrence of a secret's plaintext replaced by the placeholder."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, SECRET_PLACEHOLDER)
+        return value
+    if isinstance(value, dict):
+        return {k: _mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, secrets) for v in value]
+    return value
+
+
 def _environment_config() -> tuple[dict[str, str], list[str]]:
     """`PULUMI_CONFIG` (a JSON object of namespaced keys to values, as the CLI hands config
     to a program) and `PULUMI_CONFIG_SECRET_KEYS` (a JSON list), when set: they override the
@@ -685,6 +730,12 @@ def evaluate(
         )
 
     resources = sorted(monitor.recorded, key=lambda r: r.urn)
+    secrets = _secret_texts(config, secret_keys)
+    if secrets:
+        # A program may read a secret with `config.require` (the SDK only warns): the plan,
+        # uploaded as a CI artifact, never carries a decrypted value in plain text.
+        for r in resources:
+            r.inputs, r.outputs = _mask(r.inputs, secrets), _mask(r.outputs, secrets)
     duplicates = sorted({a.urn for a, b in itertools.pairwise(resources) if a.urn == b.urn})
     if duplicates:
         # The mock monitor accepts a URN twice; the engine refuses the second registration.
@@ -704,7 +755,7 @@ def evaluate(
                 + "\n".join(f"  - {p.message()}" for p in problems)
             )
     outputs = {
-        k: (SECRET_PLACEHOLDER if k in secret_exports else _plain(v))
+        k: (SECRET_PLACEHOLDER if k in secret_exports else _mask(_plain(v), secrets))
         for k, v in sorted(exports.items())
     }
     return Plan(
