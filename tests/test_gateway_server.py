@@ -276,3 +276,39 @@ def test_daily_token_limit_resets_at_midnight_utc() -> None:
     assert limiter.admit(team, "m") == (400, "tokens per day")
     now[0] += 400
     assert limiter.admit(team, "m") is None
+
+
+def test_a_refused_call_leaves_the_keep_alive_connection_in_step(gateway: dict) -> None:
+    import http.client
+
+    host, port = gateway["url"].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        body = json.dumps(completion("qwen-7b"))
+        conn.request(
+            "POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"}
+        )
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 401
+        # the same connection: the unauthenticated body was consumed, not taken for a request
+        conn.request("GET", "/v1/models", headers={"Authorization": f"Bearer {KEYS['product']}"})
+        second = conn.getresponse()
+        assert second.status == 200 and json.loads(second.read())["object"] == "list"
+    finally:
+        conn.close()
+
+
+def test_a_full_audit_file_is_renamed_and_a_new_one_started(tmp_path: Path) -> None:
+    from workloads.gateway.server import Audit
+
+    path = tmp_path / "audit.jsonl"
+    audit = Audit()
+    for i in range(20):
+        audit.write(str(path), {"request_id": f"r{i}", "team": "t"}, rotate_bytes=200)
+    rotated = (tmp_path / "audit.jsonl.1").read_text().splitlines()
+    current = path.read_text().splitlines()
+    assert path.stat().st_size <= 200 and (tmp_path / "audit.jsonl.1").stat().st_size <= 200
+    # the two files hold the newest records in order (older ones were the shipper's to read)
+    ids = [json.loads(x)["request_id"] for x in rotated + current]
+    assert ids == [f"r{i}" for i in range(20 - len(ids), 20)]

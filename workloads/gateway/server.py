@@ -43,6 +43,8 @@ from typing import Any
 WINDOW_S = 60.0
 DAY_S = 86400
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# the audit file is renamed to `<file>.1` past this size (the shipper follows the rename)
+AUDIT_ROTATE_BYTES = 64 * 1024 * 1024
 UPSTREAM_TIMEOUT_S = 600.0
 # the OpenAI routes that carry a `model` in their JSON body
 MODEL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -76,6 +78,7 @@ class GatewayConfig:
     routes: dict[str, Route]
     audit_file: str | None
     log_prompts: bool
+    audit_rotate_bytes: int = AUDIT_ROTATE_BYTES
 
     @staticmethod
     def parse(data: dict[str, Any]) -> GatewayConfig:
@@ -94,7 +97,13 @@ class GatewayConfig:
             r["model"]: Route(r["model"], r["base_url"].rstrip("/"), r.get("api_key_env"))
             for r in data["routes"]
         }
-        return GatewayConfig(teams, routes, data.get("audit_file"), bool(data.get("log_prompts")))
+        return GatewayConfig(
+            teams,
+            routes,
+            data.get("audit_file"),
+            bool(data.get("log_prompts")),
+            int(data.get("audit_rotate_bytes") or AUDIT_ROTATE_BYTES),
+        )
 
     def team_for(self, key: str) -> Team | None:
         digest = key_digest(key)
@@ -167,15 +176,21 @@ class Limiter:
 
 
 class Audit:
-    """Appends one JSON line per call to the audit file (and stdout when there is none)."""
+    """Appends one JSON line per call to the audit file (and stdout when there is none),
+    renaming a full file to `<file>.1` first so the pod's volume never fills up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
-    def write(self, path: str | None, record: dict[str, Any]) -> None:
+    def write(self, path: str | None, record: dict[str, Any], rotate_bytes: int) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             if path:
+                try:
+                    if os.path.getsize(path) + len(line) > rotate_bytes:
+                        os.replace(path, f"{path}.1")
+                except FileNotFoundError:
+                    pass
                 with open(path, "a", encoding="utf-8") as f:
                     f.write(line)
             else:
@@ -267,7 +282,7 @@ class Handler(BaseHTTPRequestHandler):
             record["status"] = self._post(config, record)
         finally:
             record["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-            self.server.audit.write(config.audit_file, record)
+            self.server.audit.write(config.audit_file, record, config.audit_rotate_bytes)
 
     def _team(self, config: GatewayConfig) -> Team | None:
         auth = self.headers.get("Authorization", "")
@@ -283,6 +298,17 @@ class Handler(BaseHTTPRequestHandler):
         return team
 
     def _post(self, config: GatewayConfig, record: dict[str, Any]) -> int:
+        # The body is read before any answer: an answer that leaves it unread would have the
+        # next request of a keep-alive connection start in the middle of it.
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(413, "invalid_request_error", f"body over {MAX_BODY_BYTES} bytes")
+            return 413
+        raw = self.rfile.read(length) if length else b""
         team = self._team(config)
         if team is None:
             return 401
@@ -290,12 +316,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path not in MODEL_ROUTES:
             self._error(404, "not_found", f"no route {self.path}")
             return 404
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._error(413, "invalid_request_error", f"body over {MAX_BODY_BYTES} bytes")
-            return 413
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(raw or b"{}")
             model = body["model"]
         except (ValueError, KeyError, TypeError):
             self._error(400, "invalid_request_error", "a JSON body with a `model` is required")
