@@ -350,3 +350,15 @@ def test_a_team_without_limits_fails_prod_and_is_advisory_elsewhere(prod_plan):
     assert "'product' has no tpm limit" in v.message and v.enforcement == "mandatory"
     (v,) = findings(plan, "gateway-team-limits", "staging")
     assert v.enforcement == "advisory"
+
+
+def test_a_new_gateway_program_rolls_the_pods(prod_plan):
+    import hashlib
+
+    from workloads.gateway.component import PROGRAM, PROGRAM_ANNOTATION
+
+    program = k8s_object(prod_plan, CONFIG_MAP, "gateway-program")["data"]
+    template = k8s_object(prod_plan, DEPLOYMENT, "gateway")["spec"]["template"]
+    assert program["server.py"] == PROGRAM.read_text()
+    digest = hashlib.sha256((program["server.py"] + program["fluent-bit.conf"]).encode())
+    assert template["metadata"]["annotations"][PROGRAM_ANNOTATION] == digest.hexdigest()

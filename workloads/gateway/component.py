@@ -21,6 +21,7 @@ What it declares (README "Model access: the gateway"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # kubernetes-sigs/aws-load-balancer-controller docs/guide/service/annotations.md
 LB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 TEAMS_ANNOTATION = "llmcloud.io/teams"
+PROGRAM_ANNOTATION = "llmcloud.io/program-sha256"
 SECRET_RECOVERY_DAYS = 7
 GATEWAY_CPU = "1"
 GATEWAY_MEMORY = "512Mi"
@@ -215,12 +217,16 @@ class Gateway(pulumi.ComponentResource):
             data={"config.json": rendered},
             opts=child,
         )
+        shipper_config = self._shipper_config()
+        self._program_digest = shipper_config.apply(
+            lambda conf: hashlib.sha256((PROGRAM.read_text() + conf).encode()).hexdigest()
+        )
         self.program = k8s.core.v1.ConfigMap(
             f"{name}-program",
             metadata={**self._meta, "name": "gateway-program"},
             data={
                 "server.py": PROGRAM.read_text(),
-                "fluent-bit.conf": self._shipper_config(),
+                "fluent-bit.conf": shipper_config,
             },
             opts=child,
         )
@@ -390,7 +396,14 @@ class Gateway(pulumi.ComponentResource):
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
                 },
-                "template": {"metadata": {"labels": meta["labels"]}, "spec": spec},
+                "template": {
+                    "metadata": {
+                        "labels": meta["labels"],
+                        # neither Python nor Fluent Bit re-reads its program: a new one rolls
+                        "annotations": {PROGRAM_ANNOTATION: self._program_digest},
+                    },
+                    "spec": spec,
+                },
             },
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=deps)),
         )
