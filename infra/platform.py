@@ -505,7 +505,12 @@ class Platform:
                 gateway_url=self.gateway.url,
                 gateway_audit_log_group=self.gateway.audit_log_group.name,
                 gateway_team_key_secrets={t: s.arn for t, s in self.gateway.team_secrets.items()},
+                gateway_load_balancer=self.gateway.load_balancer_hostname,
             )
+            if self.gateway.certificate is not None:  # the DNS records that validate it
+                out.update(
+                    gateway_certificate_validation=self.gateway.certificate.domain_validation_options
+                )
         return out
 
 

@@ -207,9 +207,16 @@ def test_the_listener_is_tls_only_with_the_configured_certificate(prod_plan):
     assert service["spec"]["loadBalancerSourceRanges"] == ["10.30.0.0/16", "10.40.0.0/16"]
 
 
-def test_a_domain_without_a_certificate_gets_a_dns_validated_acm_certificate(dev_plan):
-    (cert,) = dev_plan.by_type("aws:acm/certificate:Certificate")
+def test_a_domain_without_a_certificate_gets_a_dns_validated_acm_certificate(stack_report):
+    report = stack_report("dev")
+    (cert,) = report.plan.by_type("aws:acm/certificate:Certificate")
     assert cert.inputs == {"domainName": "llm.dev.example.com", "validationMethod": "DNS"}
+    outputs = report.to_json()["outputs"]
+    assert outputs["gateway_url"] == "https://llm.dev.example.com/v1"
+    assert outputs["gateway_load_balancer"].endswith(".elb.us-east-1.amazonaws.com")
+    assert outputs["gateway_certificate_validation"]  # the records to create
+    # prod brings its own certificate: nothing to validate
+    assert "gateway_certificate_validation" not in stack_report("prod").to_json()["outputs"]
 
 
 def test_vllm_pods_admit_the_gateway_pods_and_the_gateway_reaches_only_them(prod_plan):

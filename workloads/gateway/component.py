@@ -106,6 +106,8 @@ class Gateway(pulumi.ComponentResource):
     audit_log_group: aws.cloudwatch.LogGroup
     service: k8s.core.v1.Service
     url: pulumi.Output[str]
+    load_balancer_hostname: pulumi.Output[str]
+    certificate: aws.acm.Certificate | None = None  # requested for `domain` when no ARN given
 
     def __init__(
         self,
@@ -255,7 +257,9 @@ class Gateway(pulumi.ComponentResource):
         )
         self._network_policies(child)
 
-        host = cfg.domain or self.service.status.apply(_nlb_hostname)
+        # the NLB's own name: the domain's DNS record (a CNAME or alias) points there
+        self.load_balancer_hostname = self.service.status.apply(_nlb_hostname)
+        host = cfg.domain or self.load_balancer_hostname
         self.url = pulumi.Output.concat("https://", host, "/v1")
         self.register_outputs(
             {
