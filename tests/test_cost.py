@@ -336,6 +336,8 @@ def expected_stack_hourly(config) -> tuple[float, float]:
     )
     if config.gateway is not None:  # the model gateway's LoadBalancer Service: one NLB
         fixed += PRICES.nlb_hourly_usd
+        # and a Secrets Manager secret per team key
+        fixed += len(config.gateway.teams) * PRICES.secretsmanager_secret_month_usd * per_month
     gp3 = PRICES.ebs_gb_month_usd["gp3"] * per_month
     system = config.cluster.system_nodes
     system_node = rate(system.instance_types[0]) + system.disk_gb * gp3

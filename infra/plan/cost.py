@@ -49,6 +49,7 @@ AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
 LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 CLASSIC_LOAD_BALANCER = "aws:elb/loadBalancer:LoadBalancer"
 RDS_INSTANCE = "aws:rds/instance:Instance"
+SECRET = "aws:secretsmanager/secret:Secret"
 
 # EKS capacityType -> our capacity label, when a node group carries no llmcloud:capacity tag.
 _CAPACITY_TYPES = {"ON_DEMAND": "on_demand", "SPOT": "spot", "CAPACITY_BLOCK": "capacity_block"}
@@ -93,6 +94,7 @@ class Prices:
     rds_engine_aliases: dict[str, str] = field(default_factory=dict)
     rds_storage_gb_month_usd: dict[str, float] = field(default_factory=dict)
     no_charge_type_prefixes: tuple[str, ...] = ()
+    secretsmanager_secret_month_usd: float = 0.0
 
     def ec2_hourly_usd(self, instance_type: str) -> float | None:
         """On-demand $/h of a non-GPU instance type of a recorded family: the family's rate
@@ -158,6 +160,7 @@ def load_prices(path: Path = PRICES_PATH) -> Prices:
         rds_engine_aliases=dict(raw["rds_engine_aliases"]),
         rds_storage_gb_month_usd={k: float(v) for k, v in raw["rds_storage_gb_month_usd"].items()},
         no_charge_type_prefixes=tuple(raw["no_charge_type_prefixes"]),
+        secretsmanager_secret_month_usd=float(raw["secretsmanager_secret_month_usd"]),
     )
 
 
@@ -269,6 +272,7 @@ class _Estimator:
         self._autoscaling_groups()
         self._aws_load_balancers()
         self._rds_instances()
+        self._secrets()
         self._capacity_notes()
         self.items.sort(key=lambda i: i.urn)
         unpriced = self._unpriced()
@@ -737,6 +741,14 @@ class _Estimator:
                 f"{i.get('allocatedStorage') or 0} GB"
                 + (", Multi-AZ (× 2)" if copies == 2 else "")
                 + "; backups beyond the database's size and I/O are usage",
+            )
+
+    def _secrets(self) -> None:
+        month = self.prices.secretsmanager_secret_month_usd
+        for secret in self.plan.by_type(SECRET):
+            h = _hourly(month)
+            self._add(
+                secret, h, h, f"Secrets Manager secret ({_usd(month)}/month; API calls are usage)"
             )
 
     # ------------------------------------------------------------------ notes
