@@ -369,3 +369,21 @@ def test_a_new_gateway_program_rolls_the_pods(prod_plan):
     assert program["server.py"] == PROGRAM.read_text()
     digest = hashlib.sha256((program["server.py"] + program["fluent-bit.conf"]).encode())
     assert template["metadata"]["annotations"][PROGRAM_ANNOTATION] == digest.hexdigest()
+
+
+def test_plan_exits_2_naming_the_key_of_a_team_model_nobody_serves(tmp_path):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+
+    def typo(raw: dict[str, Any]) -> None:
+        raw["llmcloud:gateway"]["teams"][0]["models"] = ["Qwen/Qwen2.5-1.5B"]
+
+    project = copy_project_with(tmp_path / "p", "dev", typo)
+    (project / ".venv").symlink_to(ROOT / ".venv")
+    result = CliRunner().invoke(app, ["plan", "--stack", "dev", "--project", str(project)])
+    assert result.exit_code == 2
+    assert "llmcloud:gateway.teams[0].models[0] = 'Qwen/Qwen2.5-1.5B': not a served model" in (
+        result.output
+    )
+    assert "Traceback" not in result.output

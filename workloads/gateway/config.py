@@ -191,7 +191,7 @@ def check(config: StackConfig) -> None:
     if ns is None or ns.purpose != "gateway":
         have = ", ".join(f"{n} ({v.purpose})" for n, v in namespaces.items()) or "none"
         raise ConfigError(
-            f"gateway.namespace = {gw.namespace!r}: must be a security.namespaces entry with "
+            f"llmcloud:gateway.namespace = {gw.namespace!r}: must be a security.namespaces entry with "
             f"purpose: gateway (have: {have})"
         )
     models = served_models(config)
@@ -199,6 +199,6 @@ def check(config: StackConfig) -> None:
         for j, model in enumerate(team.models):
             if model not in models:
                 raise ConfigError(
-                    f"gateway.teams[{i}].models[{j}] = {model!r}: not a served model "
+                    f"llmcloud:gateway.teams[{i}].models[{j}] = {model!r}: not a served model "
                     f"(served: {', '.join(sorted(models)) or 'none'})"
                 )
