@@ -37,7 +37,8 @@ class StageOptions:
 
     @property
     def part_size_bytes(self) -> int:
-        """Files of at least this size go multipart, in parts of this size."""
+        """Files of at least this size go multipart, in parts of at most this size (see
+        transfer.adapted_part_size)."""
         return self.part_size_mib * MIB
 
 
