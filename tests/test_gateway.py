@@ -387,3 +387,11 @@ def test_plan_exits_2_naming_the_key_of_a_team_model_nobody_serves(tmp_path):
         result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_the_usage_query_is_saved_with_the_audit_log_group_and_shown_in_the_readme(prod_plan):
+    (query,) = prod_plan.by_type("aws:cloudwatch/queryDefinition:QueryDefinition")
+    assert query.inputs["queryString"] == gwconfig.USAGE_QUERY
+    assert query.inputs["logGroupNames"] == ["/llmcloud/llm-prod/gateway/access"]
+    readme = (ROOT / "README.md").read_text()
+    assert "\n".join("    " + line for line in gwconfig.USAGE_QUERY.splitlines()) in readme

@@ -172,6 +172,14 @@ class Gateway(pulumi.ComponentResource):
             retention_in_days=cfg.audit_retention_days,
             opts=aws_child,
         )
+        # the README's usage query, one click away in the console
+        aws.cloudwatch.QueryDefinition(
+            f"{name}-usage-query",
+            name=f"llmcloud/{ctx.prefix}/gateway/usage-per-team-per-day",
+            log_group_names=[self.audit_log_group.name],
+            query_string=gwconfig.USAGE_QUERY,
+            opts=aws_child,
+        )
         self.role = PodRole(
             f"{name}-pod-role",
             args.cluster.pod_role_args(

@@ -31,6 +31,12 @@ AUDIT_FLUSH_S = 5
 AUDIT_S3_PREFIX = "gateway-audit"
 AUDIT_S3_UPLOAD_TIMEOUT = "10m"
 AUDIT_S3_FILE_SIZE = "50M"
+# CloudWatch Logs Insights: usage per team, model and UTC day (saved with the log group;
+# the README shows the same text)
+USAGE_QUERY = """fields team, model, status, prompt_tokens, completion_tokens
+| filter ispresent(team)
+| stats count(*) as calls, sum(prompt_tokens) as prompt, sum(completion_tokens) as completion
+    by team, model, bin(1d)"""
 SHIPPER_HEALTH_PORT = 2020  # Fluent Bit's built-in HTTP server
 SHIPPER_HEALTH_PATH = "/api/v1/health"
 
