@@ -405,7 +405,9 @@ def test_llmcloud_plan_shows_role_policy_and_association_per_service_account(tmp
 def test_data_stager_role_exists_only_when_stagers_are_configured(dev_plan):
     assert not dev_plan.by_type("llmcloud:security:DataStagerRole")
     stagers = ["arn:aws:iam::111122223333:role/ci-stager", "arn:aws:iam::111122223333:root"]
-    raw_security = load_stack_config(ROOT, "dev").security.model_dump(mode="json")
+    raw_security = load_stack_config(ROOT, "dev").security.model_dump(
+        mode="json", exclude_unset=True
+    )
     plan = evaluate(
         ROOT,
         "dev",

@@ -592,20 +592,23 @@ def project_virtualenv(project_dir: Path, runtime: Any) -> Path | None:
     return path if path.is_absolute() else project_dir / path
 
 
-def _check_virtualenv(project_dir: Path, runtime: Any) -> None:
-    """The program's imports live in its virtualenv: plan it from there, or say how."""
+def _check_virtualenv(project_dir: Path, runtime: Any) -> dict[str, Any] | None:
+    """The program's imports live in its virtualenv: plan it from there, or say how. A
+    virtualenv that does not exist yet (`pulumi install` or the first `pulumi up` creates it)
+    is no obstacle: the program is planned with this interpreter's packages, and the returned
+    notice says so."""
     venv = project_virtualenv(project_dir, runtime)
     if venv is None or Path(sys.prefix).resolve() == venv.resolve():
-        return
+        return None
     where = f"{project_dir / 'Pulumi.yaml'}: runtime.options.virtualenv is {str(venv)!r}"
     checkout = Path(__file__).resolve().parents[2]
     source = str(checkout) if (checkout / "pyproject.toml").is_file() else "llmcloud"
     if not (venv / "pyvenv.cfg").is_file():
-        raise PlanError(
-            f"{where}, which does not exist; create it as `pulumi install` would "
-            f"(python -m venv {venv} && {venv}/bin/pip install -r requirements.txt), then "
-            f"{venv}/bin/pip install {source}"
-        )
+        return {
+            "kind": "virtualenv",
+            "message": f"{where}, which does not exist yet (`pulumi install` creates it): "
+            f"planned with the packages of {sys.prefix}",
+        }
     if not any(venv.glob("lib/python*/site-packages/llmcloud-*.dist-info")):
         raise PlanError(
             f"{where}, which has no llmcloud: the program imports its packages from there. "
@@ -642,7 +645,7 @@ def evaluate(
         raise PlanError(
             f"{project_dir / 'Pulumi.yaml'}: runtime is {runtime_name!r}; llmcloud plan runs Python programs"
         )
-    _check_virtualenv(project_dir, runtime)
+    venv_notice = _check_virtualenv(project_dir, runtime)
     main = project.get("main") or "__main__.py"
     program = project_dir / main
     if program.is_dir():
@@ -744,6 +747,8 @@ def evaluate(
             "refuse the second:\n" + "\n".join(f"  - {u}" for u in duplicates)
         )
     notices = _notices(resources, mocks, undecrypted)
+    if venv_notice is not None:
+        notices.append(venv_notice)
     if check_schema:
         problems: list[UnknownProperty] = []
         for r in resources:
