@@ -36,10 +36,10 @@ from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from infra.config import StackConfig, read_stack_file
-from infra.plan.engine import Plan, Resource
+from infra.plan.engine import Plan, Resource, _no_cyclic_gc
 from infra.plan.results import Violation
 from policies.rules import build_policies
-from policies.rules.base import PolicySettings
+from policies.rules.base import PolicySettings, StackView
 
 _PROVIDER_PACKAGES = {
     "aws": "pulumi_aws",
@@ -67,6 +67,16 @@ def evaluate_policies(
 ) -> list[Violation]:
     """Run the pack (or the rules named in `only`) with explicit settings. `names` gives a
     resource's other names (URN -> live ARN, physical name) that waivers may match."""
+    with _no_cyclic_gc():  # as the engine: the rules allocate much, free by refcount
+        return _evaluate_policies(plan, settings, only, names)
+
+
+def _evaluate_policies(
+    plan: Plan,
+    settings: PolicySettings,
+    only: Iterable[str] | None,
+    names: Mapping[str, Sequence[str]] | None,
+) -> list[Violation]:
     settings = settings.with_(drop_waived=False)
     wanted = set(only) if only is not None else None
     policies = [p for p in build_policies(settings) if wanted is None or p.name in wanted]
@@ -100,11 +110,14 @@ def evaluate_policies(
                 )  # fmt: skip
             _run(policy, policy_args, resource.urn, settings, findings, names or {})
     stack_resources = _policy_resources(plan, providers)
+    view: StackView | None = None  # props made plain and indexed once for every stack rule
     for policy in policies:
         if isinstance(policy, StackValidationPolicy):
             stack_args = StackValidationArgs(
                 stack_resources, settings.rule_properties.get(policy.name)
             )
+            view = view or StackView.build(stack_resources)
+            stack_args._llmcloud_view = view  # type: ignore[attr-defined]
             _run(policy, stack_args, None, settings, findings, names or {})
     return sorted(findings, key=lambda v: (v.policy, v.urn or "", v.message))
 

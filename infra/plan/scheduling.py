@@ -199,15 +199,60 @@ def _group_name(obj: Obj) -> str:
     return str(name or props.get("nodeGroupNamePrefix") or obj.name)
 
 
-def _siblings(obj: Obj, objs: Iterable[Obj], token: str) -> list[Obj]:
-    return [o for o in objs if o.type == token and o.parent is not None and o.parent == obj.parent]
+def _children_index(objs: Iterable[Obj]) -> dict[tuple[str, Any], list[Obj]]:
+    """(type, parent) -> the objects of that type under that parent, in plan order (a
+    node group's launch template and ASG tags are its siblings), built once."""
+    out: dict[tuple[str, Any], list[Obj]] = {}
+    for o in objs:
+        if o.parent is not None:
+            out.setdefault((o.type, o.parent), []).append(o)
+    return out
+
+
+class _TemplateIndex:
+    """`launch_template_of` over one list of templates, by id and by name, built once
+    (first match in list order, as the scan)."""
+
+    def __init__(self, templates: Sequence[Any]) -> None:
+        self.templates = templates
+        self.by_id: dict[Any, Any] = {}
+        self.by_name: dict[Any, Any] = {}
+        for t in templates:
+            outputs = getattr(t, "outputs", {}) or {}
+            for key in (t.id, outputs.get("id")):
+                if _hashable(key):
+                    self.by_id.setdefault(key, t)
+            tprops = getattr(t, "inputs", None) or getattr(t, "props", {})
+            if _hashable(tprops.get("name")):
+                self.by_name.setdefault(tprops.get("name"), t)
+
+    def of(self, group: Any) -> Any | None:
+        props = getattr(group, "inputs", None) or getattr(group, "props", {})
+        spec = props.get("launchTemplate") or {}
+        wanted_id, wanted_name = spec.get("id"), spec.get("name")
+        if not (_hashable(wanted_id) and _hashable(wanted_name)):
+            return launch_template_of(group, self.templates)
+        if wanted_id and wanted_id in self.by_id:
+            return self.by_id[wanted_id]
+        if wanted_name and wanted_name in self.by_name:
+            return self.by_name[wanted_name]
+        return None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
     """Every node group's shape, and notes on what could not be read."""
     catalog = load_catalog()
     notes: list[str] = []
-    templates = [o for o in objs if o.type == LAUNCH_TEMPLATE]
+    templates = _TemplateIndex([o for o in objs if o.type == LAUNCH_TEMPLATE])
+    children = _children_index(objs)
     autoscaler = any(
         o.type == HELM_RELEASE and str(o.props.get("chart", "")).endswith(AUTOSCALER_CHART)
         for o in objs
@@ -215,9 +260,13 @@ def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
     shapes: list[GroupShape] = []
     for group in (o for o in objs if o.type == NODE_GROUP):
         props = group.props
-        template = launch_template_of(group, templates)
+        template = templates.of(group)
         if template is None:
-            same = _siblings(group, objs, LAUNCH_TEMPLATE)
+            same = (
+                children.get((LAUNCH_TEMPLATE, group.parent), [])
+                if group.parent is not None
+                else []
+            )
             template = same[0] if len(same) == 1 else None
         lt = template.props if template is not None else {}
         types = [str(t) for t in props.get("instanceTypes") or []] or (
@@ -231,7 +280,7 @@ def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
         instance = catalog.instance(types[0])
         tags = {
             str((t.props.get("tag") or {}).get("key")): str((t.props.get("tag") or {}).get("value"))
-            for t in _siblings(group, objs, ASG_TAG)
+            for t in (children.get((ASG_TAG, group.parent), []) if group.parent is not None else [])
         }
         if EPHEMERAL_TAG in tags:
             ephemeral = parse_quantity(tags[EPHEMERAL_TAG]) / 2**30
@@ -495,10 +544,10 @@ class Node:
     index: int
     free: dict[str, float]
     pods: list[dict[str, str]] = field(default_factory=list)  # labels of its pods
+    labels: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def labels(self) -> dict[str, str]:
-        return {**self.group.labels, HOSTNAME: f"{self.group.name}-{self.index}"}
+    def __post_init__(self) -> None:
+        self.labels = {**self.group.labels, HOSTNAME: f"{self.group.name}-{self.index}"}
 
 
 @dataclass
@@ -655,11 +704,51 @@ def _nothing_brings(t: PodTemplate, shapes: Sequence[GroupShape]) -> str:
     )
 
 
+class _PerGroup:
+    """A pod spec's node selection and taint check, answered once per node group: nodes of
+    a group differ only in their hostname label (asked per node when the spec reads it)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.reads_hostname = _reads_hostname(spec)
+        self._selects: dict[int, bool] = {}
+        self._taint: dict[int, dict[str, str] | None] = {}
+
+    def selects(self, node: Node) -> bool:
+        if self.reads_hostname:
+            return selects_node(self.spec, node.labels)
+        key = id(node.group)
+        if key not in self._selects:
+            self._selects[key] = selects_node(self.spec, node.labels)
+        return self._selects[key]
+
+    def untolerated(self, node: Node) -> dict[str, str] | None:
+        key = id(node.group)
+        if key not in self._taint:
+            self._taint[key] = untolerated(self.spec, node.group.taints)
+        return self._taint[key]
+
+
+def _reads_hostname(spec: dict[str, Any]) -> bool:
+    """Whether `selects_node` reads the node's hostname label for this spec."""
+    if any(str(k) == HOSTNAME for k in spec.get("nodeSelector") or {}):
+        return True
+    required = _get(
+        spec, ("affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    return any(
+        str(e.get("key")) == HOSTNAME
+        for term in (required or {}).get("nodeSelectorTerms") or []
+        for e in term.get("matchExpressions") or []
+    )
+
+
 def _place_daemon(t: PodTemplate, req: dict[str, float], nodes: list[Node]) -> PodResult:
     groups: Counter[str] = Counter()
     short: Counter[str] = Counter()
+    per_group = _PerGroup(t.spec)
     for node in nodes:
-        if not selects_node(t.spec, node.labels) or untolerated(t.spec, node.group.taints):
+        if not per_group.selects(node) or per_group.untolerated(node):
             continue
         lacking = [k for k, v in req.items() if node.free.get(k, 0.0) < v - 1e-9]
         if lacking:
@@ -692,14 +781,16 @@ def _filter(
         or []
         if term.get("topologyKey") == HOSTNAME
     ]
-    selected = [selects_node(t.spec, n.labels) for n in nodes]
+    per_group = _PerGroup(t.spec)
+    selected = [per_group.selects(n) for n in nodes]
     eligible = [n for n, ok in zip(nodes, selected, strict=True) if ok]
+    fewest: dict[int, int] = {}  # per spread constraint: fewest matching pods on an eligible node
     feasible: list[tuple[int, Node]] = []
     for position, node in enumerate(nodes):
         if not selected[position]:
             why["node(s) didn't match Pod's node affinity/selector"] += 1
             continue
-        taint = untolerated(t.spec, node.group.taints)
+        taint = per_group.untolerated(node)
         if taint is not None:
             why[f"node(s) had untolerated taint {{{taint['key']}: {taint['value']}}}"] += 1
             continue
@@ -708,7 +799,7 @@ def _filter(
             for k in lacking:
                 why["Too many pods" if k == "pods" else f"Insufficient {k}"] += 1
             continue
-        if spread and not _spread_ok(spread, node, eligible):
+        if spread and not _spread_ok(spread, node, eligible, fewest):
             why["node(s) didn't match pod topology spread constraints"] += 1
             continue
         if anti and any(_selector_matches(sel, p) for sel in anti for p in node.pods):
@@ -726,12 +817,18 @@ def _filter(
     return max(feasible, key=lambda pn: (free_share(pn[1]), -pn[0]))[1], why
 
 
-def _spread_ok(constraints: list[dict[str, Any]], node: Node, eligible: list[Node]) -> bool:
-    for c in constraints:
+def _spread_ok(
+    constraints: list[dict[str, Any]], node: Node, eligible: list[Node], fewest: dict[int, int]
+) -> bool:
+    """`fewest` caches, per constraint, the minimum over `eligible` (their pods do not change
+    while one pod is filtered)."""
+    for i, c in enumerate(constraints):
         selector = c.get("labelSelector") or {}
-        counts = [sum(1 for p in n.pods if _selector_matches(selector, p)) for n in eligible]
+        if i not in fewest:
+            counts = [sum(1 for p in n.pods if _selector_matches(selector, p)) for n in eligible]
+            fewest[i] = min(counts, default=0)
         mine = sum(1 for p in node.pods if _selector_matches(selector, p))
-        if mine + 1 - min(counts, default=0) > int(c.get("maxSkew") or 1):
+        if mine + 1 - fewest[i] > int(c.get("maxSkew") or 1):
             return False
     return True
 

@@ -475,26 +475,69 @@ class RuleStackPolicy(StackValidationPolicy):
 # --------------------------------------------------------------------------- stack helpers
 
 
-@dataclass
 class StackView:
-    """The stack's resources indexed for cross-resource rules, props made plain once."""
+    """The stack's resources indexed for cross-resource rules, props made plain once.
 
-    resources: list[Any]
-    props: dict[str, dict[str, Any]]
+    Built once per policy run (`of` shares it between the stack rules): resources by type and
+    position, and per candidate list the identifying values rules link by, so no rule scans
+    the whole stack per resource."""
+
+    def __init__(self, resources: list[Any], props: dict[str, dict[str, Any]]) -> None:
+        self.resources = resources
+        self.props = props
+        self._position = {id(r): i for i, r in enumerate(resources)}
+        self._by_type: dict[str, list[Any]] = {}
+        for r in resources:
+            self._by_type.setdefault(r.resource_type, []).append(r)
+        # id(candidates) -> (candidates, urn -> positions, (keys, value -> positions))
+        self._links: dict[int, tuple[list[Any], dict[str, list[int]], dict[Any, Any]]] = {}
 
     @classmethod
     def of(cls, args: StackValidationArgs) -> StackView:
-        """One view per args object: the stack rules of one run share it."""
+        """One view per args object (the policy runner hands every stack rule of one run the
+        same view)."""
         view = getattr(args, "_llmcloud_view", None)
         if view is None:
-            resources = list(args.resources)
-            view = cls(resources, {r.urn: plain(r.props) for r in resources})
+            view = cls.build(args.resources)
             args._llmcloud_view = view  # type: ignore[attr-defined]
         return view
 
+    @classmethod
+    def build(cls, resources: Iterable[Any]) -> StackView:
+        resources = list(resources)
+        return cls(resources, {r.urn: plain(r.props) for r in resources})
+
     def of_type(self, *types: str) -> Iterator[Any]:
-        wanted = set(types)
-        return (r for r in self.resources if r.resource_type in wanted)
+        """The resources of `types`, in stack order."""
+        if len(types) == 1:
+            return iter(self._by_type.get(types[0], ()))
+        found = [r for t in set(types) for r in self._by_type.get(t, ())]
+        found.sort(key=lambda r: self._position[id(r)])
+        return iter(found)
+
+    def _link_index(
+        self, candidates: list[Any], keys: tuple[str, ...]
+    ) -> tuple[dict[str, list[int]], dict[Any, list[int]]]:
+        entry = self._links.get(id(candidates))
+        if entry is None or entry[0] is not candidates or entry[1]["n"] != len(candidates):
+            by_urn: dict[str, list[int]] = {}
+            for i, c in enumerate(candidates):
+                by_urn.setdefault(c.urn, []).append(i)
+            entry = (candidates, {"n": len(candidates), "urn": by_urn}, {})
+            self._links[id(candidates)] = entry
+        by_value = entry[2].get(keys)
+        if by_value is None:
+            by_value = {}
+            for i, c in enumerate(candidates):
+                props = self.props[c.urn]
+                for k in (*keys, "id"):
+                    v = props.get(k)
+                    if isinstance(v, str):
+                        positions = by_value.setdefault(v, [])
+                        if not positions or positions[-1] != i:
+                            positions.append(i)
+            entry[2][keys] = by_value
+        return entry[1]["urn"], by_value
 
     def linked(self, child: Any, prop: str, candidates: list[Any], *keys: str) -> list[Any]:
         """The resources among `candidates` that `child.props[prop]` refers to.
@@ -503,22 +546,22 @@ class StackView:
         preview where the referenced id is not); then the value, compared with each
         candidate's identifying props `keys` (as on `pulumi up` or offline); then, if the
         child depends on exactly one candidate, that one."""
+        by_urn, by_value = self._link_index(candidates, keys)
+
+        def among(urns: Iterable[str]) -> list[Any]:
+            positions = sorted({i for u in urns for i in by_urn.get(u, ())})
+            return [candidates[i] for i in positions]
+
         deps = (getattr(child, "property_dependencies", None) or {}).get(prop)
         if deps:
-            urns = {d.urn for d in deps}
-            found = [c for c in candidates if c.urn in urns]
+            found = among({d.urn for d in deps})
             if found:
                 return found
         values = {v for v in as_list(self.props[child.urn].get(prop)) if isinstance(v, str)}
         values = {v for v in values if not is_unknown(v)}
         if values:
-            found = [
-                c
-                for c in candidates
-                if any(self.props[c.urn].get(k) in values for k in (*keys, "id"))
-            ]
-            if found:
-                return found
-        dependency_urns = {d.urn for d in getattr(child, "dependencies", []) or []}
-        found = [c for c in candidates if c.urn in dependency_urns]
+            positions = sorted({i for v in values for i in by_value.get(v, ())})
+            if positions:
+                return [candidates[i] for i in positions]
+        found = among({d.urn for d in getattr(child, "dependencies", []) or []})
         return found if len(found) == 1 else []
