@@ -494,7 +494,9 @@ class GpuNodeGroup(pulumi.ComponentResource):
             ),
             labels=self.labels,
             taints=[
-                aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect="NO_SCHEDULE")
+                aws.eks.NodeGroupTaintArgs(
+                    key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect="NO_SCHEDULE"
+                )
             ],
             tags=group_tags,
             opts=pulumi.ResourceOptions(
