@@ -6,18 +6,25 @@ a failed upload, a blocker), 2 bad config or usage, with one clear message on st
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from infra.ops.awsclient import EndpointUrlOption, RegionOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Start-up: what a user waits for is the whole command, so this module imports only typer and
+# the option types; each command imports what it needs (the Pulumi SDK and the policy pack
+# for plan, botocore for the AWS commands, httpx for smoke, rich when something is printed)
+# inside its function. tests/test_startup.py checks each command's import graph.
 
 app = typer.Typer(
     name="llmcloud",
@@ -26,7 +33,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+
+
+def console(**kwargs: Any) -> Console:
+    """A rich Console (rich is imported on the first print, not at start-up)."""
+    from rich.console import Console
+
+    return Console(**kwargs)
+
+
+@functools.cache
+def _err() -> Console:
+    """The stderr Console every message and progress display goes to."""
+    return console(stderr=True)
+
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -39,7 +59,9 @@ def _root() -> None:
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print one clear message on stderr and return the Exit to raise. The message is shown
     as is: brackets in it (patterns, YAML, values) are text, not rich markup."""
-    err.print(f"[red bold]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    _err().print(f"[red bold]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -167,11 +189,11 @@ def plan(
             write_out(
                 out,
                 lambda fh: render_table(
-                    report, Console(file=fh, width=140, no_color=True), full=full
+                    report, console(file=fh, width=140, no_color=True), full=full
                 ),
             )
         else:
-            render_table(report, Console(), full=full)
+            render_table(report, console(), full=full)
     else:
         if format == "json":
             text = render_json(report)
@@ -216,10 +238,10 @@ def diff(
         if out:
             write_out(
                 out,
-                lambda fh: render_diff_table(changes, Console(file=fh, width=140, no_color=True)),
+                lambda fh: render_diff_table(changes, console(file=fh, width=140, no_color=True)),
             )
         else:
-            render_diff_table(changes, Console())
+            render_diff_table(changes, console())
     else:
         text = render_json(changes) if format == "json" else render_markdown(changes)
         if out:
@@ -296,7 +318,7 @@ def stage(
     from infra.ops import stage as staging
     from infra.ops.awsclient import AwsUsageError, parse_s3_url, translate_error
 
-    out = Console()
+    out = console()
     try:
         if dest is None:
             if not verify:
@@ -315,7 +337,7 @@ def stage(
                 concurrency=concurrency,
                 region=region,
                 endpoint_url=endpoint_url,
-                console=err,
+                console=_err(),
             )
             if not checked.ok:
                 raise fail(staging.verify_failure_message(checked), EXIT_FINDINGS)
@@ -336,7 +358,7 @@ def stage(
             exclude=tuple(exclude or ()),
             dry_run=dry_run,
         )
-        result = staging.stage(options, region=region, endpoint_url=endpoint_url, console=err)
+        result = staging.stage(options, region=region, endpoint_url=endpoint_url, console=_err())
     except AwsUsageError as e:
         raise fail(str(e)) from None
     except (bce.BotoCoreError, bce.ClientError) as e:
@@ -345,7 +367,7 @@ def stage(
             raise fail(str(usage)) from None
         raise fail(f"AWS error: {e}", EXIT_FINDINGS) from None
     except KeyboardInterrupt:
-        err.print(
+        _err().print(
             "interrupted: complete objects stay in S3 and in-progress multipart uploads were "
             "aborted; rerun the same command to resume"
         )
@@ -421,7 +443,7 @@ def preflight(
     if format == "json":
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
-        render_table(report, Console())
+        render_table(report, console())
     raise typer.Exit(report.exit_code)
 
 
@@ -470,11 +492,11 @@ def audit(
             write_out(
                 out,
                 lambda fh: auditing.render_table(
-                    report, Console(file=fh, width=140, no_color=True)
+                    report, console(file=fh, width=140, no_color=True)
                 ),
             )
         else:
-            auditing.render_table(report, Console())
+            auditing.render_table(report, console())
     else:
         if format == "json":
             text = json.dumps(report.to_json(), indent=2) + "\n"
@@ -546,7 +568,7 @@ def smoke(
         result = run_smoke(url, api_key, model=model, timeout_s=timeout, gateway=gateway)
     except SmokeUsageError as e:
         raise fail(str(e)) from None
-    render(result, Console())
+    render(result, console())
     if not result.ok:
         failed = result.failed
         raise fail(
@@ -561,7 +583,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted")
+        _err().print("interrupted")
         sys.exit(130)
 
 

@@ -24,21 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
-import boto3
-import botocore.exceptions as bce
-import botocore.loaders
-import botocore.session
 import typer
-from botocore.client import BaseClient
-from botocore.config import Config
+
+if TYPE_CHECKING:
+    import boto3
+    import botocore.loaders
+    from botocore.client import BaseClient
+    from botocore.config import Config
+
+# Start-up: this module is imported by the CLI for its options, so botocore and boto3 are
+# imported where a client is made or an AWS error is read, never at import (boto3 alone
+# pulls in s3transfer; `llmcloud plan`/`diff`/`--help` need none of it). Clients are made
+# from a botocore session: boto3's Session adds only resources and the s3transfer methods
+# (upload_file, ...), which no llmcloud command uses.
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -90,6 +95,8 @@ class AwsUsageError(Exception):
 @functools.cache
 def user_agent() -> str:
     """`llmcloud/<version>`: appended to boto3's user agent so our calls are findable."""
+    import importlib.metadata
+
     try:
         version = importlib.metadata.version("llmcloud")
     except importlib.metadata.PackageNotFoundError:
@@ -103,6 +110,8 @@ def botocore_config(*, max_pool_connections: int = 10, **overrides: Any) -> Conf
     `max_pool_connections` must be at least the number of threads sharing the client, or
     threads wait for a connection (and urllib3 warns "connection pool is full").
     """
+    from botocore.config import Config
+
     base = Config(
         retries={"mode": RETRY_MODE, "total_max_attempts": DEFAULT_MAX_ATTEMPTS},
         user_agent_extra=user_agent(),
@@ -128,7 +137,25 @@ def _check_endpoint_url(endpoint_url: str | None) -> None:
 def _data_loader() -> botocore.loaders.Loader:
     """One botocore model loader per process: parsing the service JSON models is most of
     the cost of a new session (~0.5 s for S3), and the models never change."""
+    import botocore.loaders
+
     return botocore.loaders.create_loader()
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session (credentials and profile read from the environment now)
+    sharing the process's model loader."""
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.register_component("data_loader", _data_loader())
+    return core
+
+
+def _default_region(region: str | None) -> str | None:
+    # AWS_REGION is what the AWS CLI v2 and the other SDKs read; botocore only reads
+    # AWS_DEFAULT_REGION (and the profile), which remain the fallback.
+    return region or os.environ.get("AWS_REGION") or None
 
 
 def session(region: str | None = None, profile: str | None = None) -> boto3.Session:
@@ -137,16 +164,14 @@ def session(region: str | None = None, profile: str | None = None) -> boto3.Sess
     Fresh, so credentials and profile are read from the environment now; only the
     (immutable) service models are shared between sessions.
     """
-    core = botocore.session.Session()
+    import boto3
+    import botocore.exceptions as bce
+
+    core = _botocore_session()
     loader = _data_loader()
-    core.register_component("data_loader", loader)
     try:
         made = boto3.Session(
-            botocore_session=core,
-            # AWS_REGION is what the AWS CLI v2 and the other SDKs read; botocore only reads
-            # AWS_DEFAULT_REGION (and the profile), which remain the fallback.
-            region_name=region or os.environ.get("AWS_REGION") or None,
-            profile_name=profile,
+            botocore_session=core, region_name=_default_region(region), profile_name=profile
         )
     except bce.BotoCoreError as e:
         raise translate_error(e) or e from None
@@ -170,15 +195,24 @@ def client(
     Credentials are resolved lazily by botocore on the first call; wrap calls in
     `aws_errors(...)` to turn a missing/expired credential into a clear message.
     """
+    import botocore.exceptions as bce
+
     _check_endpoint_url(endpoint_url)
-    sess = boto_session or session(region)
+    config = botocore_config(max_pool_connections=max_pool_connections, **config_overrides)
     try:
-        made = sess.client(
-            service,
-            region_name=region,
-            endpoint_url=endpoint_url,
-            config=botocore_config(max_pool_connections=max_pool_connections, **config_overrides),
-        )
+        if boto_session is not None:
+            made = boto_session.client(
+                service, region_name=region, endpoint_url=endpoint_url, config=config
+            )
+        else:
+            # What boto3.Session(region_name=...).client(...) does, without importing boto3.
+            core = _botocore_session()
+            made = core.create_client(
+                service,
+                region_name=_default_region(region),
+                endpoint_url=endpoint_url,
+                config=config,
+            )
     except bce.BotoCoreError as e:
         raise translate_error(e) or e from None
     if made.meta.region_name in (None, "aws-global") and service not in ("iam", "sts"):
@@ -226,6 +260,8 @@ THROTTLING_CODES = frozenset(
 
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError ('' for anything else)."""
+    import botocore.exceptions as bce
+
     if isinstance(exc, bce.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
@@ -237,6 +273,8 @@ def translate_error(exc: BaseException, action: str | None = None) -> AwsUsageEr
     `action` ("read bucket my-data") is named in access-denied messages so the user knows
     which permission is missing.
     """
+    import botocore.exceptions as bce
+
     doing = f" to {action}" if action else ""
     if isinstance(exc, AwsUsageError):
         return exc
@@ -284,6 +322,8 @@ def aws_errors(action: str | None = None) -> Iterator[None]:
     Errors that are not the user's to fix (a 500, throttling after all retries, a
     NoSuchKey the caller expects) pass through unchanged.
     """
+    import botocore.exceptions as bce
+
     try:
         yield
     except (bce.BotoCoreError, bce.ClientError) as e:

@@ -45,8 +45,11 @@ from infra.catalog import load_catalog
 from infra.config import StackConfig
 from infra.ops import awsclient
 from infra.ops.awsclient import aws_errors, error_code
-from infra.security.keys import key_policy_principals
-from infra.security.service_roles import SERVICE_LINKED_ROLES, needed_services
+from infra.security.principals import (
+    SERVICE_LINKED_ROLES,
+    key_policy_principals,
+    needed_services,
+)
 
 Status = Literal["ok", "warn", "blocked", "incomplete"]
 Check = Literal["quota", "offering", "reservation", "service-linked-role", "key-principal"]

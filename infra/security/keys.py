@@ -17,13 +17,12 @@ root statement permits. FSx for Lustre's per-file-system S3 role gets grants on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.context import Context, policy_document
-from infra.security.service_roles import SERVICE_LINKED_ROLES
+from infra.security.principals import key_policy_principals  # noqa: F401 (re-exported)
 from infra.security.service_roles import role_arn as service_linked_role_arn
 
 # The account's audit trail (infra/security/audit_trail.py creates it under exactly this name; the
@@ -102,18 +101,6 @@ _DESCRIPTIONS = {
     "ebs": "EBS volumes of cluster nodes",
     "logs": "CloudWatch Logs (control plane, flow logs, audit trail) and CloudTrail",
 }
-
-
-def key_policy_principals(config: Any, account_id: str, partition: str = "aws") -> list[str]:
-    """The IAM principals the key policies name (what `Keys` puts in them): the account root,
-    the key administrators, the Auto Scaling service-linked role. `llmcloud preflight` checks
-    they exist; KMS refuses a policy naming one that does not."""
-    root = f"arn:{partition}:iam::{account_id}:root"
-    asg = (
-        f"arn:{partition}:iam::{account_id}:role/aws-service-role/autoscaling.amazonaws.com/"
-        + SERVICE_LINKED_ROLES["autoscaling.amazonaws.com"]
-    )
-    return [root, *config.security.key_admin_arns, asg]
 
 
 @dataclass(frozen=True)

@@ -17,21 +17,10 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.context import Context
-
-# service principal -> the role IAM creates for it (IAM user guide, "AWS services that work
-# with IAM", service-linked role column; names as each service documents them).
-SERVICE_LINKED_ROLES: dict[str, str] = {
-    "autoscaling.amazonaws.com": "AWSServiceRoleForAutoScaling",  # node groups' ASGs; EBS key
-    "eks-nodegroup.amazonaws.com": "AWSServiceRoleForAmazonEKSNodegroup",  # managed node groups
-    "elasticloadbalancing.amazonaws.com": "AWSServiceRoleForElasticLoadBalancing",  # LB controller
-    "spot.amazonaws.com": "AWSServiceRoleForEC2Spot",  # only with spot capacity
-}
-
-
-def needed_services(config) -> list[str]:
-    """The services whose roles this stack relies on (Spot only when a group uses it)."""
-    spot = any(g.capacity.type == "spot" for g in config.cluster.gpu_node_groups)
-    return [s for s in SERVICE_LINKED_ROLES if s != "spot.amazonaws.com" or spot]
+from infra.security.principals import (  # noqa: F401 (needed_services: re-exported)
+    SERVICE_LINKED_ROLES,
+    needed_services,
+)
 
 
 def role_arn(ctx: Context, service: str) -> str:

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s3transfer.utils import ChunksizeAdjuster
-
 from infra.ops.stage.local import LocalFile
 from infra.ops.stage.options import MIB, Cancelled
 
@@ -78,6 +76,8 @@ def part_layout(size: int, part_size: int) -> int | None:
     """
     if size < part_size:
         return None
+    from s3transfer.utils import ChunksizeAdjuster  # only for multipart files: start-up
+
     return ChunksizeAdjuster().adjust_chunksize(part_size, size)
 
 
