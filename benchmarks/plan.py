@@ -11,18 +11,26 @@ of --repeat runs:
               this stack
   sdk_bare    the SDK registering the same number of bare custom resources (one input
               each) under the stock mocks: the floor of any Pulumi unit test
-  policy+cost the policy pack and the cost estimate on the plan (the rest of `run_plan`)
+  checks      the rest of `run_plan` on the plan: the policy pack, the cost estimate and
+              the scheduling simulation (its growth from 1× to N× must be linear)
+  no_sim      the same without the simulation (every rule but `k8s-schedulable`)
 
 Both SDK floors run with the settings the engine itself uses (cyclic GC off, stack traces
-reduced to the source position), so the ratio measures the engine, not the settings. Times
-are CPU seconds of this process (all threads: the mock monitor runs in the SDK's executor),
-which a shared machine disturbs far less than wall time.
+reduced to the source position), timed like `evaluate` up to after the collector is on again
+(its first pass over what the run allocated counts on both sides), so the ratio measures the
+engine, not the settings. Times are CPU seconds of this process (all threads: the mock
+monitor runs in the SDK's executor), which a shared machine disturbs far less than wall time.
 
 `--scale N` also plans generated 1× and N× stacks: a project whose program registers the
 prod plan's custom resources once or N times (names suffixed), flat, through the same typed
 classes, so plan and sdk_same register exactly the same resources (the engine's own overhead,
 without our program's components), and the growth from 1× to N× shows whether the engine
-and the policy+cost step grow linearly.
+and the checks (policy, cost, scheduling) grow linearly.
+
+The scheduling simulation's share (issue 14: at most 10 %): the stack's whole plan
+(evaluation + checks) with the simulation (the `k8s-schedulable` rule and the plan's
+`scheduling` report) and without it, alternated in the same command; the ratio of their
+medians, and the simulation's own CPU time over the plan's.
 
 Then the whole command a user waits for: `llmcloud plan --format json` in a fresh process
 (imports included), beside the evaluation alone.
@@ -78,10 +86,12 @@ def _run_under_stock_mocks(program) -> float:
     cyclic GC, no source lines in stack traces): a fair floor."""
     settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(_TrivialMocks(), project="bench", stack="bench", preview=False)
+    started = time.process_time()
     with _fast_stack_traces(), _no_cyclic_gc():
-        started = time.process_time()
         _sync_await(run_pulumi_func(program))
-        elapsed = time.process_time() - started
+    # timed to after the `with`, as `evaluate` is: both pay the collector's first pass over
+    # what the run allocated once it is enabled again
+    elapsed = time.process_time() - started
     settings.set_root_resource(None)  # type: ignore[arg-type]
     return elapsed
 
@@ -146,15 +156,65 @@ def scaled_project(plan: Plan, scale: int, directory: Path) -> Path:
     return directory
 
 
-def policy_and_cost(plan: Plan) -> float:
+SCHEDULING_RULE = "k8s-schedulable"  # the pack's rule that runs the simulation
+
+
+def checks(plan: Plan, simulation: bool = True) -> float:
+    """CPU seconds of `run_plan`'s steps after the evaluation: the policy pack, the cost
+    estimate and (with `simulation`) the scheduling report; without it, every rule but the
+    one that runs the simulation."""
     from infra.plan.cost import estimate_cost
     from infra.plan.policy_runner import evaluate_policies
+    from infra.plan.scheduling import simulate_plan
+    from policies.rules import build_policies
     from policies.rules.base import PolicySettings
 
+    settings = PolicySettings.for_stack(None, drop_waived=False)
+    only = None if simulation else [p.name for p in build_policies() if p.name != SCHEDULING_RULE]
     started = time.process_time()
-    evaluate_policies(plan, PolicySettings.for_stack(None, drop_waived=False))
-    estimate_cost(plan, None)
+    with _no_cyclic_gc():  # as `run_plan`
+        evaluate_policies(plan, settings, only=only)
+        estimate_cost(plan, None)
+        if simulation:
+            simulate_plan(plan)
     return time.process_time() - started
+
+
+def scheduled_pods(plan: Plan) -> int:
+    """Pods the simulation places or reports Pending (a DaemonSet's: one per node it selects)."""
+    from infra.plan.scheduling import simulate_plan
+
+    return sum(p.template.count for p in simulate_plan(plan).pods)
+
+
+def simulation_share(project: Path, stack: str, repeat: int) -> None:
+    """The whole plan (evaluation + checks) with and without the scheduling simulation,
+    alternated; and the simulation's own CPU time (its rule + the report) over the plan's."""
+    from infra.plan.policy_runner import evaluate_policies
+    from infra.plan.scheduling import simulate_plan
+    from policies.rules.base import PolicySettings
+
+    runs: dict[str, list[float]] = {"with": [], "without": [], "simulation": []}
+    settings = PolicySettings.for_stack(None, drop_waived=False)
+    for i in range(2 * repeat):
+        simulation = i % 2 == 0
+        started = time.process_time()
+        plan = evaluate(project, stack)
+        checks(plan, simulation)
+        runs["with" if simulation else "without"].append(time.process_time() - started)
+        if simulation:
+            started = time.process_time()
+            evaluate_policies(plan, settings, only=[SCHEDULING_RULE])
+            simulate_plan(plan)
+            runs["simulation"].append(time.process_time() - started)
+    m = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"scheduling simulation, stack {stack}: median of {repeat} alternated plans each")
+    print(f"  plan with simulation    {m['with']:7.3f} s")
+    print(f"  plan without simulation {m['without']:7.3f} s")
+    print(
+        f"  with / without = {m['with'] / m['without']:.3f}  (target <= 1.10); the simulation "
+        f"alone {m['simulation']:.4f} s = {100 * m['simulation'] / m['with']:.1f} % of the plan"
+    )
 
 
 def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, float]:
@@ -162,18 +222,23 @@ def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, flo
     count, resources = len(plan.resources), same_resources(plan)
     sdk_same(resources)
     sdk_bare(count)
-    policy_and_cost(plan)
-    runs: dict[str, list[float]] = {"plan": [], "sdk_same": [], "sdk_bare": [], "policy+cost": []}
+    checks(plan)
+    runs: dict[str, list[float]] = {
+        "plan": [], "sdk_same": [], "sdk_bare": [], "checks": [], "no_sim": []
+    }  # fmt: skip
     for _ in range(repeat):
         started = time.process_time()
         plan = evaluate(project, stack)
         runs["plan"].append(time.process_time() - started)
         runs["sdk_same"].append(sdk_same(resources))
         runs["sdk_bare"].append(sdk_bare(count))
-        runs["policy+cost"].append(policy_and_cost(plan))
+        runs["checks"].append(checks(plan))
+        runs["no_sim"].append(checks(plan, simulation=False))
     median = {k: statistics.median(v) for k, v in runs.items()}
+    median["pods"] = float(scheduled_pods(plan))
     print(f"{label}: {count} resources, median of {repeat} interleaved runs")
-    for name, seconds in median.items():
+    for name in runs:
+        seconds = median[name]
         print(f"  {name:11s} {seconds:7.3f} s   {1000 * seconds / count:5.2f} ms/resource")
     print(f"  plan / sdk_same = {median['plan'] / median['sdk_same']:.2f}  (target <= 1.30)")
     print(f"  plan / sdk_bare = {median['plan'] / median['sdk_bare']:.2f}")
@@ -221,13 +286,19 @@ def main() -> None:
                 max(2, args.repeat // 2),
             )
         growth = scaled["count"] / flat["count"]
-        for step in ("plan", "policy+cost"):
+        for step in ("plan", "sdk_same", "checks", "no_sim"):
             print(f"  {step} grew {scaled[step] / flat[step]:.1f}× for {growth:.1f}× the resources")
+        print(
+            f"  (the simulation places {scaled['pods'] / flat['pods']:.0f}× the pods: "
+            f"{scaled['pods']:.0f} vs {flat['pods']:.0f}, as {args.scale}× DaemonSets run on "
+            f"{args.scale}× the nodes)"
+        )
+    simulation_share(ROOT, args.stack, args.repeat)
     wall, cpu = whole_command(args.stack, max(1, args.repeat // 2))
     print(
         f"whole command `llmcloud plan --stack {args.stack} --format json`: {cpu:.2f} s CPU, "
-        f"{wall:.2f} s wall (of it, evaluation {base['plan']:.2f} s and policy+cost "
-        f"{base['policy+cost']:.2f} s CPU)"
+        f"{wall:.2f} s wall (of it, evaluation {base['plan']:.2f} s and checks "
+        f"{base['checks']:.3f} s CPU)"
     )
 
 

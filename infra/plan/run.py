@@ -15,7 +15,7 @@ from infra.config import (
     stack_file,
 )
 from infra.plan.cost import estimate_cost
-from infra.plan.engine import Plan, PlanError, evaluate
+from infra.plan.engine import Plan, PlanError, _no_cyclic_gc, evaluate
 from infra.plan.policy_runner import run_policies
 from infra.plan.results import CostReport, Violation
 from infra.plan.scheduling import SchedulingReport, simulate_plan
@@ -90,19 +90,21 @@ def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = N
     except (ConfigError, PolicyConfigError) as e:
         raise PlanError(str(e)) from None
     plan = evaluate(project_dir, stack)
-    violations = (
-        run_policies(plan, config)
-        if policy_config is None and section is None
-        else evaluate_policies(plan, settings)
-    )
-    _note_rules_blind_to_remote_children(plan)
-    cost = estimate_cost(plan, config)
+    with _no_cyclic_gc():  # as the evaluation: the checks allocate much and free by refcount
+        violations = (
+            run_policies(plan, config)
+            if policy_config is None and section is None
+            else evaluate_policies(plan, settings)
+        )
+        _note_rules_blind_to_remote_children(plan)
+        cost = estimate_cost(plan, config)
+        scheduling = simulate_plan(plan)
     return PlanReport(
         plan=plan,
         config=config,
         violations=violations,
         cost=cost,
-        scheduling=simulate_plan(plan),
+        scheduling=scheduling,
     )
 
 

@@ -209,6 +209,21 @@ def _children_index(objs: Iterable[Obj]) -> dict[tuple[str, Any], list[Obj]]:
     return out
 
 
+def _asg_tags(
+    children: dict[tuple[str, Any], list[Obj]], parent: Any, cache: dict[Any, dict[str, str]]
+) -> dict[str, str]:
+    """key -> value of the Auto Scaling group tags beside a node group (its siblings), once
+    per parent."""
+    if parent is None:
+        return {}
+    if parent not in cache:
+        cache[parent] = {
+            str((t.props.get("tag") or {}).get("key")): str((t.props.get("tag") or {}).get("value"))
+            for t in children.get((ASG_TAG, parent), [])
+        }
+    return cache[parent]
+
+
 class _TemplateIndex:
     """`launch_template_of` over one list of templates, by id and by name, built once
     (first match in list order, as the scan)."""
@@ -253,6 +268,7 @@ def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
     notes: list[str] = []
     templates = _TemplateIndex([o for o in objs if o.type == LAUNCH_TEMPLATE])
     children = _children_index(objs)
+    tags_by_parent: dict[Any, dict[str, str]] = {}
     autoscaler = any(
         o.type == HELM_RELEASE and str(o.props.get("chart", "")).endswith(AUTOSCALER_CHART)
         for o in objs
@@ -278,10 +294,7 @@ def node_shapes(objs: Sequence[Obj]) -> tuple[list[GroupShape], list[str]]:
             )
             continue
         instance = catalog.instance(types[0])
-        tags = {
-            str((t.props.get("tag") or {}).get("key")): str((t.props.get("tag") or {}).get("value"))
-            for t in (children.get((ASG_TAG, group.parent), []) if group.parent is not None else [])
-        }
+        tags = _asg_tags(children, group.parent, tags_by_parent)
         if EPHEMERAL_TAG in tags:
             ephemeral = parse_quantity(tags[EPHEMERAL_TAG]) / 2**30
         else:
