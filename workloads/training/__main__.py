@@ -71,5 +71,18 @@ def resume_hint(cfg, checkpoint: str | None) -> str:
     )
 
 
+def exit_now(code: int) -> None:
+    """Exit without interpreter finalization, once everything is flushed and the process
+    group destroyed: Gloo's worker threads can still hold work objects whose tensors need the
+    GIL while the interpreter is torn down, and the process then aborts with SIGABRT after a
+    successful run (pytorch/pytorch#179291)."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
