@@ -13,9 +13,15 @@ from typing import Any
 
 from infra.config import GpuNodeGroupConfig
 from infra.contracts import (
+    DNS_PORT,
     EFA_RESOURCE,
     GPU_RESOURCE,
+    KUBE_DNS_SELECTOR,
+    KUBE_SYSTEM,
+    NAMESPACE_NAME_LABEL,
     NODE_GROUP_LABEL,
+    POD_IDENTITY_AGENT_CIDR,
+    POD_IDENTITY_AGENT_PORT,
     RUN_AS_UID,
     gpu_toleration,
 )
@@ -165,3 +171,31 @@ def efa_environment(group: GpuNodeGroupConfig) -> dict[str, str]:
     if group.instance.family.startswith("p"):  # GPUDirect RDMA: p4d, p5, p5e, p5en
         env["FI_EFA_USE_DEVICE_RDMA"] = "1"
     return env
+
+
+def baseline_egress() -> list[dict[str, Any]]:
+    """The egress rules every workload pod needs under its namespace's default-deny policy:
+    cluster DNS, HTTPS out (AWS APIs, through the VPC endpoints or NAT) and the Pod Identity
+    agent on its node (a fresh list: callers append their own peers)."""
+    return [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: KUBE_SYSTEM}},
+                    "podSelector": {"matchLabels": dict(KUBE_DNS_SELECTOR)},
+                }
+            ],
+            "ports": [
+                {"protocol": "UDP", "port": DNS_PORT},
+                {"protocol": "TCP", "port": DNS_PORT},
+            ],
+        },
+        {
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        },
+        {
+            "to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT_CIDR}}],
+            "ports": [{"protocol": "TCP", "port": POD_IDENTITY_AGENT_PORT}],
+        },
+    ]

@@ -37,14 +37,9 @@ from infra import pins
 from infra.config.schema import GatewayConfig, ServingConfig
 from infra.context import Context
 from infra.contracts import (
-    DNS_PORT,
-    KUBE_DNS_SELECTOR,
-    KUBE_SYSTEM,
     NAMESPACE_NAME_LABEL,
     PART_OF,
     PART_OF_LABEL,
-    POD_IDENTITY_AGENT_CIDR,
-    POD_IDENTITY_AGENT_PORT,
     RUN_AS_UID,
 )
 from infra.security.roles import PodRole
@@ -474,28 +469,7 @@ class Gateway(pulumi.ComponentResource):
             "podSelector": {"matchLabels": self._labels},
         }
         endpoint_ports: dict[int, None] = {e.route.port: None for e in args.endpoints}
-        egress: list[dict[str, Any]] = [
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: KUBE_SYSTEM}},
-                        "podSelector": {"matchLabels": dict(KUBE_DNS_SELECTOR)},
-                    }
-                ],
-                "ports": [
-                    {"protocol": "UDP", "port": DNS_PORT},
-                    {"protocol": "TCP", "port": DNS_PORT},
-                ],
-            },
-            {
-                "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                "ports": [{"protocol": "TCP", "port": 443}],
-            },
-            {
-                "to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT_CIDR}}],
-                "ports": [{"protocol": "TCP", "port": POD_IDENTITY_AGENT_PORT}],
-            },
-        ]
+        egress: list[dict[str, Any]] = pods.baseline_egress()
         if args.endpoints:
             egress.append(
                 {

@@ -32,15 +32,10 @@ from infra import pins
 from infra.config import ConfigError, GpuNodeGroupConfig, ServingConfig
 from infra.context import Context
 from infra.contracts import (
-    DNS_PORT,
-    KUBE_DNS_SELECTOR,
-    KUBE_SYSTEM,
     MONITORING_NAMESPACE,
     NAMESPACE_NAME_LABEL,
     PART_OF,
     PART_OF_LABEL,
-    POD_IDENTITY_AGENT_CIDR,
-    POD_IDENTITY_AGENT_PORT,
     RUN_AS_UID,
     WORKLOAD_LABEL,
 )
@@ -657,28 +652,7 @@ class VllmService(pulumi.ComponentResource):
                     "ports": api_port,
                 }
             )
-        egress: list[dict[str, Any]] = [
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: KUBE_SYSTEM}},
-                        "podSelector": {"matchLabels": dict(KUBE_DNS_SELECTOR)},
-                    }
-                ],
-                "ports": [
-                    {"protocol": "UDP", "port": DNS_PORT},
-                    {"protocol": "TCP", "port": DNS_PORT},
-                ],
-            },
-            {
-                "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                "ports": [{"protocol": "TCP", "port": 443}],
-            },
-            {
-                "to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT_CIDR}}],
-                "ports": [{"protocol": "TCP", "port": POD_IDENTITY_AGENT_PORT}],
-            },
-        ]
+        egress: list[dict[str, Any]] = pods.baseline_egress()
         if self.topology.multi_node:  # Ray and NCCL between the pods of a group
             peers = [{"podSelector": {"matchLabels": labels(svc)}}]
             ingress.append({"from": peers})
