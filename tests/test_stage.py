@@ -574,6 +574,34 @@ def test_disabled_kms_key_is_a_usage_error(aws: Aws, dataset: Path):
     assert f"KMS key '{alias}' is Disabled, not Enabled" in result.stderr
 
 
+def test_kms_key_arn_is_checked_only_when_a_file_may_need_uploading(aws: Aws, dataset: Path):
+    """A re-run that finds everything in S3 makes no DescribeKey (and no KMS client); with
+    a changed file the same bad key is still a usage error before any write."""
+    arn, _ = _data_key(aws.kms, "llm-test-rerun")
+    dest = parse_s3_url(f"s3://{aws.bucket}/ds")
+    _age(dataset)  # cacheable: the re-run reads nothing
+    assert stage(StageOptions(dataset, dest, kms_key=arn), s3=_client()).ok
+    aws.kms.disable_key(KeyId=arn.rsplit("/", 1)[1])
+    kms = client("kms", region=REGION)
+    described: list[str] = []
+    kms.meta.events.register("before-call.kms.DescribeKey", lambda **_: described.append("x"))
+
+    again = stage(StageOptions(dataset, dest, kms_key=arn), s3=_client(), kms=kms)
+
+    assert again.ok and again.uploaded == [] and len(again.skipped) == 6 and described == []
+    changed = dataset / "shard-00000.bin"
+    changed.write_bytes(os.urandom(changed.stat().st_size + 1))
+    before = aws.s3.head_object(Bucket=aws.bucket, Key="ds/shard-00000.bin")["ETag"]
+    s3 = _client()
+    writes = _record_calls(s3, "PutObject") + _record_calls(s3, "CreateMultipartUpload")
+    with pytest.raises(AwsUsageError, match=f"KMS key '{arn}' is Disabled, not Enabled"):
+        stage(StageOptions(dataset, dest, kms_key=arn), s3=s3, kms=kms)
+    assert described == ["x"] and writes == []
+    assert aws.s3.head_object(Bucket=aws.bucket, Key="ds/shard-00000.bin")["ETag"] == before
+    refused = _cli(str(dataset), f"s3://{aws.bucket}/ds", "--kms-key", arn)
+    assert refused.exit_code == 2 and "is Disabled, not Enabled" in refused.stderr
+
+
 def test_access_denied_on_the_bucket_is_a_usage_error(aws: Aws, dataset: Path):
     s3 = _client()
 

@@ -35,6 +35,9 @@ class Target:
     region: str
     kms_key_id: str | None  # what we send as SSEKMSKeyId; None = bucket default KMS key
     kms_key_arn: str | None  # to compare with existing objects' SSEKMSKeyId
+    # DescribeKey done (or nothing to check: the AWS managed aws/s3 key). False only for a
+    # key given as its ARN, whose check waits until something is to be written.
+    key_checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,15 @@ def check_bucket(s3: BaseClient, bucket: str) -> str:
     )
 
 
+def _key_arn(key: str) -> str | None:
+    """`key` when it is a key ARN (arn:...:key/ID), else None (an alias or a bare id)."""
+    return key if key.startswith("arn:") and ":key/" in key else None
+
+
 def _resolve_kms_key(kms: BaseClient | None, key: str) -> str | None:
     """The ARN of `key` (ARN, alias or id); None when DescribeKey is not allowed."""
     if kms is None:
-        return key if key.startswith("arn:") and ":key/" in key else None
+        return _key_arn(key)
     try:
         meta = kms.describe_key(KeyId=key)["KeyMetadata"]
     except bce.ClientError as e:
@@ -79,7 +87,7 @@ def _resolve_kms_key(kms: BaseClient | None, key: str) -> str | None:
             ) from None
         usage = translate_error(e)
         if usage is not None and code in ("AccessDenied", "AccessDeniedException"):
-            return key if key.startswith("arn:") and ":key/" in key else None
+            return _key_arn(key)
         raise usage or e from None
     if meta.get("KeyState") != "Enabled":
         raise AwsUsageError(
@@ -132,21 +140,41 @@ def prepare_target(
     kms_key: str | None,
     kms: BaseClient | None = None,
     endpoint_url: str | None = None,
+    *,
+    defer_key_check: bool = False,
 ) -> Target:
     """Check the bucket and choose the KMS key: --kms-key, else the bucket's default.
 
     The key is resolved to its ARN with DescribeKey (in the bucket's region) so objects
     name the exact key and a missing or disabled key is a usage error before any upload.
+    With `defer_key_check`, a key already given as its ARN is not checked here: the caller
+    calls `check_key` before it writes anything (a re-run with nothing to upload then
+    needs no KMS client and no DescribeKey). An alias or bare id is always resolved here,
+    since deciding what is already in S3 compares the objects' key ARN.
     """
     region = check_bucket(s3, dest.bucket)
     key = kms_key if kms_key is not None else _bucket_default_kms_key(s3, dest.bucket)
     if key is None:  # the bucket defaults to the AWS managed key aws/s3
         return Target(dest.bucket, region, None, None)
+    unchecked = Target(dest.bucket, region, key, _key_arn(key), key_checked=False)
+    if defer_key_check and unchecked.kms_key_arn is not None:
+        return unchecked
+    return check_key(unchecked, kms, endpoint_url)
+
+
+def check_key(
+    target: Target, kms: BaseClient | None = None, endpoint_url: str | None = None
+) -> Target:
+    """`target` with its KMS key checked by DescribeKey (AwsUsageError: missing, disabled or
+    not a symmetric encryption key); unchanged when already checked."""
+    if target.key_checked or target.kms_key_id is None:
+        return target
+    key = target.kms_key_id
     if kms is None:
         with contextlib.suppress(AwsUsageError):
-            kms = client("kms", region=region, endpoint_url=endpoint_url)
+            kms = client("kms", region=target.region, endpoint_url=endpoint_url)
     arn = _resolve_kms_key(kms, key)
-    return Target(dest.bucket, region, arn or key, arn)
+    return Target(target.bucket, target.region, arn or key, arn)
 
 
 def _prefix(dest: S3Url) -> str:

@@ -7,6 +7,7 @@ import dataclasses
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from infra.ops.stage.remote import (
     RemoteObject,
     Target,
     abort_stale_uploads,
+    check_key,
     head,
     list_remote,
     prepare_target,
@@ -140,6 +142,7 @@ class _Stager:
         cache: HashCache,
         remote: dict[str, RemoteObject],
         records: dict[str, ManifestEntry],
+        before_work: Callable[[Target], Target] = lambda target: target,
     ):
         self.options = options
         self.s3 = s3
@@ -148,13 +151,13 @@ class _Stager:
         self.cache = cache
         self.remote = remote
         self.records = records
+        # Called once, before the first file that may need uploading is looked at (never on
+        # a re-run the listing, manifest and hash cache decide alone): the KMS key check
+        # and the stale-upload housekeeping; its usage error stops the run before a write.
+        self.before_work = before_work
         self.stop = threading.Event()
         self.multipart_files = 0  # set by `run`: how many files go multipart
-        self.uploader = (
-            None
-            if options.dry_run
-            else Uploader(s3, target, options.concurrency, self.stop, display.uploaded)
-        )
+        self.uploader: Uploader | None = None  # made by `run` once the target is checked
 
     def layout(self, size: int) -> int | None:
         """The part size a file is uploaded with (None: one PUT): --part-size-mib at most,
@@ -302,6 +305,11 @@ class _Stager:
                 self._record(outcome, result, entries)
         if not todo:
             return entries
+        self.target = self.before_work(self.target)
+        if not self.options.dry_run:
+            self.uploader = Uploader(
+                self.s3, self.target, self.options.concurrency, self.stop, self.display.uploaded
+            )
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="llmcloud-stage")
         # Futures report to a queue as they finish: waiting on the set of pending futures
         # instead costs O(pending) per wake-up, which dominated the CPU of 2 000 small files.
@@ -410,8 +418,10 @@ def _run(
     remote: dict[str, RemoteObject],
     records: dict[str, ManifestEntry],
     result: StageResult,
-) -> list[ManifestEntry]:
-    """The files decided and uploaded, with the progress bars and the hash cache."""
+    before_work: Callable[[Target], Target],
+) -> tuple[list[ManifestEntry], Target]:
+    """The files decided and uploaded, with the progress bars and the hash cache; the
+    target as the run used it (its key checked if anything needed uploading)."""
     cache = cache or HashCache(options.src)
     if not options.include and not options.exclude:
         cache.keep_only(files)  # deleted files leave the cache with this run
@@ -419,7 +429,8 @@ def _run(
         with Display(
             console, len(files), result.bytes_total, upload=not options.dry_run
         ) as display:
-            return _Stager(options, s3, target, display, cache, remote, records).run(files, result)
+            stager = _Stager(options, s3, target, display, cache, remote, records, before_work)
+            return stager.run(files, result), stager.target
     finally:
         cache.flush()  # what was hashed stays hashed, even after a Ctrl-C
         result.hash_cache_hits = cache.hits
@@ -456,28 +467,35 @@ def stage(
         raise StageUsageError(f"SRC {str(options.src)!r} has no files to stage{filters}")
     s3 = s3 or stage_client(options.concurrency, region, endpoint_url)
     result = StageResult(options.dest, len(files), sum(f.size for f in files))
-    # The requests before the run go out together (one round trip, not four). The bucket
-    # and key checks come first in their thread, so nothing is written unless they pass
-    # and their usage errors win; stale uploads of a killed run are aborted right after,
-    # before any upload of this run starts (S3's clock need not agree with ours).
+    # The requests before the run go out together (one round trip, not three): the bucket
+    # check (and its default KMS key), the previous manifest and the listing. A --kms-key
+    # given as its ARN is checked (DescribeKey) only once a file may need uploading, with
+    # stale uploads of a killed run aborted right after, before any upload of this run (S3's
+    # clock need not agree with ours): nothing is written unless the bucket and key checks
+    # pass, and a re-run that finds everything in place makes no KMS client and no request.
     keys = {options.dest.key(f.relative) for f in files}
 
-    def checked_target() -> tuple[Target, int]:
-        checked = prepare_target(s3, options.dest, options.kms_key, kms, endpoint_url)
-        if options.dry_run:
-            return checked, 0
-        return checked, abort_stale_uploads(s3, options.dest, keys, started_at)
+    def before_work(unchecked: Target) -> Target:
+        checked = check_key(unchecked, kms, endpoint_url)
+        if not options.dry_run:
+            result.aborted_uploads = abort_stale_uploads(s3, options.dest, keys, started_at)
+        return checked
 
     before = ThreadPoolExecutor(3, thread_name_prefix="llmcloud-stage-pre")
     try:
-        target_f = before.submit(checked_target)
+        target_f = before.submit(
+            prepare_target, s3, options.dest, options.kms_key, kms, endpoint_url,
+            defer_key_check=True,
+        )  # fmt: skip
         records_f = before.submit(previous_entries, s3, options.dest)
         remote_f = before.submit(list_remote, s3, options.dest)
-        target, result.aborted_uploads = target_f.result()
+        target = target_f.result()
         records, remote = records_f.result(), remote_f.result()
     finally:
         before.shutdown(wait=True, cancel_futures=True)
-    entries = _run(options, s3, target, console, cache, files, remote, records, result)
+    entries, target = _run(
+        options, s3, target, console, cache, files, remote, records, result, before_work
+    )
 
     if not options.dry_run and result.ok:
         if _manifest_unchanged(records, entries):
@@ -485,6 +503,7 @@ def stage(
             # would only change its staged_at (and cost a PUT of the whole document).
             result.manifest_url = f"s3://{options.dest.bucket}/{options.dest.key(MANIFEST_NAME)}"
         else:
+            target = check_key(target, kms, endpoint_url)  # already, if anything was uploaded
             result.manifest_url = write_manifest(s3, options.dest, target, entries)
     result.seconds = time.perf_counter() - t0
     return result
