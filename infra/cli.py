@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 import typer
 
 from infra.ops.awsclient import EndpointUrlOption, RegionOption
+from infra.plainparams import PlainParamsCommand, PlainParamsGroup
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PlainParamsGroup,  # its --help option skips pydantic (see infra/plainparams.py)
 )
 
 
@@ -260,7 +262,7 @@ def _last_program_frame(error: BaseException, project: Path) -> str | None:
     return f"{Path(f.filename).relative_to(root)}:{f.lineno}"
 
 
-@app.command()
+@app.command(cls=PlainParamsCommand)  # its str/int flags skip pydantic: ~80 ms a run
 def stage(
     src: Annotated[
         str,
