@@ -254,3 +254,25 @@ def test_region_and_endpoint_url_options_parse_the_same_flags_everywhere():
     assert seen == {"name": "x", "region": "us-west-2", "endpoint_url": "http://127.0.0.1:5000"}
     defaults = CliRunner().invoke(app, ["y"])
     assert defaults.exit_code == 0 and seen["region"] is None and seen["endpoint_url"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "type_name"),
+    [
+        ("s3", "service-2"),
+        ("kms", "service-2"),
+        ("s3", "endpoint-rule-set-1"),
+        ("sts", "service-2"),
+    ],
+)
+def test_shared_model_loader_reads_the_same_models_as_botocores_own(name: str, type_name: str):
+    """Plain dicts instead of OrderedDicts (faster to parse), the same data and search path."""
+    import botocore.loaders
+
+    from infra.ops.awsclient import new_data_loader
+
+    theirs, ours = botocore.loaders.create_loader(), new_data_loader()
+
+    assert ours.search_paths == theirs.search_paths
+    assert ours.load_service_model(name, type_name) == theirs.load_service_model(name, type_name)
+    assert ours.load_data("endpoints") == theirs.load_data("endpoints")
