@@ -17,7 +17,7 @@ client CPU (user + system of the command, from wait4) of each, the ratios stage 
 The AWS CLI is installed from PyPI into the benchmark's own venv (AWSCLI_VENV, gitignored),
 never into the project's; `--awscli PATH` uses another `aws` executable instead.
 
-    python benchmarks/stage.py [--sets small,medium,large] [--repeat 3] [--json]
+    python benchmarks/stage.py [--sets small,medium,large] [--repeat 3] [--reruns 3] [--json]
 """
 
 from __future__ import annotations
@@ -194,7 +194,15 @@ def delete_prefix(s3: Any, prefix: str) -> None:
 
 
 def bench_set(
-    name: str, src: Path, repeat: int, aws: Path, endpoint: str, pid: int, key_arn: str, s3: Any
+    name: str,
+    src: Path,
+    repeat: int,
+    aws: Path,
+    endpoint: str,
+    pid: int,
+    key_arn: str,
+    s3: Any,
+    reruns: int = 1,
 ) -> dict[str, Measured]:
     env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
     aws_flags = ["--endpoint-url", endpoint, "--sse", "aws:kms", "--sse-kms-key-id", key_arn]
@@ -210,7 +218,8 @@ def bench_set(
             if tool == "sync":
                 argv = [str(aws), "s3", "sync", str(src), url, *aws_flags]
                 run_command(argv, env, pid, results["sync"])
-                run_command(argv, env, pid, results["sync-rerun"])
+                for _ in range(reruns):
+                    run_command(argv, env, pid, results["sync-rerun"])
             elif tool == "cp":
                 argv = [str(aws), "s3", "cp", str(src), url, "--recursive", *aws_flags]
                 run_command(argv, env, pid, results["cp"])
@@ -219,7 +228,8 @@ def bench_set(
                     stage_env = {**env, "LLMCLOUD_CACHE_DIR": cache}
                     argv = [str(LLMCLOUD), "stage", str(src), url, *stage_flags]
                     run_command(argv, stage_env, pid, results["stage"])
-                    run_command(argv, stage_env, pid, results["stage-rerun"])
+                    for _ in range(reruns):
+                        run_command(argv, stage_env, pid, results["stage-rerun"])
             delete_prefix(s3, prefix)
     return results
 
@@ -255,6 +265,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="small,medium,large", help="comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument(
+        "--reruns", type=int, default=1, help="re-runs per tool and round (a re-run is short)"
+    )
     parser.add_argument("--awscli", help="an `aws` executable (default: the benchmark venv)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -279,6 +292,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_avg_at_start": os.getloadavg(),
         "repeat": args.repeat,
+        "reruns": args.reruns,
         "sets": {},
     }
     with tempfile.TemporaryDirectory() as tmp, moto_server() as (endpoint, pid):
@@ -302,7 +316,9 @@ def main() -> None:
         for name in names:
             files, size = DATA_SETS[name]
             src = make_dataset(Path(tmp) / name, files, size)
-            results = bench_set(name, src, args.repeat, aws, endpoint, pid, key_arn, s3)
+            results = bench_set(
+                name, src, args.repeat, aws, endpoint, pid, key_arn, s3, args.reruns
+            )
             report["sets"][name] = summarize(name, results)
             shutil.rmtree(src)
             if not args.json:
