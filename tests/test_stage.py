@@ -847,6 +847,32 @@ def test_wide_prefix_is_listed_per_sub_prefix(aws: Aws, tmp_path: Path):
     assert sorted(prefixes[1:]) == [(f"wide/part-{i}/", None) for i in range(5)]
 
 
+def test_many_expected_keys_are_listed_in_parallel_ranges_that_miss_no_object(aws: Aws):
+    """The key space split at every 4th expected key: every object under the prefix is
+    listed once, those between or after the expected keys (not staged from here) too."""
+    expected = [f"many/k-{i:03d}" for i in range(0, 40, 2)]  # 20 keys: k-000, k-002, ...
+    others = [f"many/k-{i:03d}" for i in range(1, 40, 6)] + ["many/z-last", "many/a/nested"]
+    for key in expected + others:
+        aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=key.encode())
+    aws.s3.put_object(Bucket=aws.bucket, Key="many-not-under-the-prefix", Body=b"x")
+    s3 = _client()
+    starts: list[str | None] = []
+    s3.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: starts.append(params.get("StartAfter")),
+    )
+    dest = parse_s3_url(f"s3://{aws.bucket}/many")
+
+    listed = staging.remote.list_remote(
+        s3, dest, threads=4, expected_keys=list(reversed(expected)), range_keys=4
+    )
+
+    assert listed == staging.remote.list_remote(_client(), dest)  # the one-by-one listing
+    assert set(listed) == set(expected) | set(others)
+    assert listed["many/z-last"].size == len(b"many/z-last")
+    assert sorted(starts, key=str) == sorted([None, *expected[3:-1:4]], key=str)
+
+
 # --- part size, checksums on the wire --------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ HEAD only where the listing and the manifest cannot decide, stale multipart uplo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,11 @@ from infra.ops.awsclient import (
 # Listing in parallel pays off once the prefix has at least this many sub-prefixes.
 MIN_SUBPREFIXES_FOR_PARALLEL_LISTING = 2
 MAX_LISTING_THREADS = 8
+# More expected keys than this: the key space is split at every this-many-th expected key
+# and the ranges (StartAfter ... up to the next split key) are listed in parallel, each
+# about one page (ListObjectsV2 returns up to 1 000 keys), instead of one page after the
+# other (a page's continuation token is only known once the page before has arrived).
+LIST_RANGE_KEYS = 900
 
 
 @dataclass(frozen=True)
@@ -189,14 +195,60 @@ def _list_under(s3: BaseClient, bucket: str, prefix: str) -> dict[str, RemoteObj
     return found
 
 
+def _list_range(
+    s3: BaseClient, bucket: str, prefix: str, after: str | None, last: str | None
+) -> dict[str, RemoteObject]:
+    """Objects under `prefix` with after < key <= last (None: unbounded)."""
+    found: dict[str, RemoteObject] = {}
+    args = {"Bucket": bucket, "Prefix": prefix}
+    if after is not None:
+        args["StartAfter"] = after
+    for page in s3.get_paginator("list_objects_v2").paginate(**args):
+        contents = page.get("Contents", [])
+        for obj in contents:
+            if last is not None and obj["Key"] > last:
+                return found
+            found[obj["Key"]] = RemoteObject(obj["Size"], obj.get("ETag", ""))
+        if last is not None and contents and contents[-1]["Key"] >= last:
+            return found
+    return found
+
+
+def _list_ranges(
+    s3: BaseClient, dest: S3Url, keys: Sequence[str], threads: int, range_keys: int
+) -> dict[str, RemoteObject]:
+    # S3 lists keys in UTF-8 byte order, which is the code point order Python sorts by.
+    ordered = sorted(keys)
+    splits = [ordered[i] for i in range(range_keys - 1, len(ordered) - 1, range_keys)]
+    ranges = list(zip([None, *splits], [*splits, None], strict=True))
+    prefix = _prefix(dest)
+    found: dict[str, RemoteObject] = {}
+    with (
+        aws_errors(f"list s3://{dest.bucket}/{prefix}"),
+        ThreadPoolExecutor(min(threads, len(ranges))) as pool,
+    ):
+        for part in pool.map(lambda r: _list_range(s3, dest.bucket, prefix, *r), ranges):
+            found.update(part)
+    return found
+
+
 def list_remote(
-    s3: BaseClient, dest: S3Url, threads: int = MAX_LISTING_THREADS
+    s3: BaseClient,
+    dest: S3Url,
+    threads: int = MAX_LISTING_THREADS,
+    expected_keys: Sequence[str] = (),
+    range_keys: int = LIST_RANGE_KEYS,
 ) -> dict[str, RemoteObject]:
     """Key -> size and ETag of every object under the destination prefix.
 
-    The first listing uses Delimiter='/' so a wide tree (train/, val/, shard-dirs/...) is
-    then listed one sub-prefix per thread; a flat prefix costs one paginated listing.
+    With more `expected_keys` (the local files' keys) than `range_keys` (under the 1 000 keys
+    of a page), the key space is split at every `range_keys`-th of them and the ranges are listed in parallel (every key
+    under the prefix is in exactly one range, expected or not). Otherwise the first listing
+    uses Delimiter='/' so a wide tree (train/, val/, shard-dirs/...) is then listed one
+    sub-prefix per thread; a flat prefix costs one paginated listing.
     """
+    if len(expected_keys) > range_keys and threads > 1:
+        return _list_ranges(s3, dest, expected_keys, threads, range_keys)
     prefix = _prefix(dest)
     found: dict[str, RemoteObject] = {}
     subprefixes: list[str] = []

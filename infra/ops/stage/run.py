@@ -488,7 +488,7 @@ def stage(
             defer_key_check=True,
         )  # fmt: skip
         records_f = before.submit(previous_entries, s3, options.dest)
-        remote_f = before.submit(list_remote, s3, options.dest)
+        remote_f = before.submit(list_remote, s3, options.dest, expected_keys=list(keys))
         target = target_f.result()
         records, remote = records_f.result(), remote_f.result()
     finally:
