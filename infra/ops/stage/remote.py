@@ -1,6 +1,7 @@
 """The S3 side of the plan of work: the bucket and KMS key checked, one listing of the
-destination prefix (ListObjectsV2, in parallel per sub-prefix when the tree is wide), a
-HEAD only where the listing and the manifest cannot decide, stale multipart uploads."""
+destination prefix (ListObjectsV2, in parallel per key range when there are many files or
+per sub-prefix when the tree is wide), a HEAD only where the listing and the manifest cannot
+decide, stale multipart uploads."""
 
 from __future__ import annotations
 
