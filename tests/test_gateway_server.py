@@ -3,6 +3,7 @@ stub, two teams' keys, a model each may and may not call, a limit hit, the audit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -103,9 +104,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "log_prompts": False,
     }
     path = tmp / "config.json"
+    env = {"UPSTREAM_KEY_LLAMA": UPSTREAM_KEY, "UPSTREAM_KEY_QWEN": UPSTREAM_KEY}
+    with running_gateway(path, config, env) as url:
+        yield {"url": url, "audit": audit, "config": path, "conf": config}
+    stub.shutdown()
+
+
+@contextlib.contextmanager
+def running_gateway(path: Path, config: dict[str, Any], env: dict[str, str]) -> Iterator[str]:
+    """The gateway program as its own process on a free loopback port, serving `config`
+    (written to `path`) with the upstream keys in `env`; yields its URL once /healthz answers."""
     path.write_text(json.dumps(config))
     port = _free_port()
-    env = {**os.environ, "UPSTREAM_KEY_LLAMA": UPSTREAM_KEY, "UPSTREAM_KEY_QWEN": UPSTREAM_KEY}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -119,7 +129,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             str(port),
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -135,10 +145,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     else:
         proc.kill()
         pytest.fail(f"gateway did not start: {proc.stdout.read() if proc.stdout else ''}")
-    yield {"url": url, "audit": audit, "config": path, "conf": config}
-    proc.terminate()
-    proc.wait(5)
-    stub.shutdown()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 def call(

@@ -5,13 +5,8 @@ a thread of the test ships the audit file there, as Fluent Bit does in the pod).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from infra.ops.smoke import GatewayChecks, run_smoke
-from tests.test_gateway_server import ROOT, UPSTREAM_KEY, Stub, _free_port
+from tests.test_gateway_server import UPSTREAM_KEY, Stub, running_gateway
 from workloads.gateway.server import key_digest
 
 TEAM_KEY = "key-smoke-0123456789abcdef"
@@ -60,40 +55,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         ],
         "audit_file": str(audit),
     }
-    path = tmp / "config.json"
-    path.write_text(json.dumps(config))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workloads.gateway.server",
-            "--config",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "UPSTREAM_KEY_QWEN": UPSTREAM_KEY},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("gateway did not start")
-    yield {"url": url, "audit": audit}
-    proc.terminate()
-    proc.wait(5)
+    with running_gateway(tmp / "config.json", config, {"UPSTREAM_KEY_QWEN": UPSTREAM_KEY}) as url:
+        yield {"url": url, "audit": audit}
     stub.shutdown()
 
 
