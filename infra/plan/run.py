@@ -48,9 +48,10 @@ class PlanReport:
         }
 
 
-def uses_llmcloud_config(path: Path) -> bool:
-    """Whether a stack file configures llmcloud (any other project plans with defaults)."""
-    return any(k.startswith(f"{NAMESPACE}:") for k in read_stack_file(path))
+def uses_llmcloud_config(raw: dict[str, Any]) -> bool:
+    """Whether a stack file's config map configures llmcloud (any other project plans with
+    defaults)."""
+    return any(k.startswith(f"{NAMESPACE}:") for k in raw)
 
 
 def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = None) -> PlanReport:
@@ -79,7 +80,7 @@ def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = N
             settings = settings_of_policies(
                 section, source=f"{path.name}: {NAMESPACE}:policies", drop_waived=False
             )
-        elif uses_llmcloud_config(path):
+        elif uses_llmcloud_config(raw):
             # Validate first, so errors name the stack file (the program would say "stack X").
             config = load_stack_config(project_dir, stack)
             settings = PolicySettings.for_stack(config, drop_waived=False)
