@@ -3,6 +3,8 @@ the plan recorded; small throwaway Pulumi programs are planned through the same 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import shutil
 import textwrap
@@ -99,6 +101,16 @@ def plan_program(tmp_path) -> Callable[..., Plan]:
         return evaluate(project, kwargs.get("stack", "dev"))
 
     return run
+
+
+def mutated(plan: Plan, change: Callable[[Resource], Resource | None]) -> Plan:
+    """A copy of the plan with each resource passed through `change` (None drops it)."""
+    out = []
+    for r in plan.resources:
+        changed = change(dataclasses.replace(r, inputs=copy.deepcopy(r.inputs)))
+        if changed is not None:
+            out.append(changed)
+    return dataclasses.replace(plan, resources=out)
 
 
 def inputs_json(resource: Resource) -> str:

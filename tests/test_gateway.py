@@ -5,7 +5,6 @@ hops, the config checks and the three gateway rules on plans with a defect put b
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from infra.plan.engine import Plan, Resource, evaluate
 from infra.plan.k8s import manifests, validate_manifests
 from infra.plan.policy_runner import evaluate_policies
 from policies.rules.base import PolicySettings
-from tests.conftest import ROOT, STACKS, copy_project_with
+from tests.conftest import ROOT, STACKS, copy_project_with, mutated
 from workloads.gateway import config as gwconfig
 from workloads.gateway.server import GatewayConfig
 
@@ -274,15 +273,6 @@ def test_a_gateway_without_certificate_or_domain_is_refused():
 
 
 # --------------------------------------------------------------------------- rules
-
-
-def mutated(plan: Plan, change: Callable[[Resource], Resource | None]) -> Plan:
-    out = []
-    for r in plan.resources:
-        changed = change(dataclasses.replace(r, inputs=copy.deepcopy(r.inputs)))
-        if changed is not None:
-            out.append(changed)
-    return dataclasses.replace(plan, resources=out)
 
 
 def findings(plan: Plan, rule: str, environment: str = "prod") -> list[Any]:

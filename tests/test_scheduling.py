@@ -5,10 +5,7 @@ that names the workload and the numbers, in the scheduler's own words."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
-from collections.abc import Callable
 
 import pytest
 
@@ -25,22 +22,13 @@ from infra.plan.report import render_json, render_markdown, render_sarif
 from infra.plan.run import PlanReport
 from infra.plan.scheduling import Obj, parse_quantity, simulate, simulate_plan
 from policies.rules.base import PolicySettings
+from tests.conftest import mutated
 
 JOB = "kubernetes:batch/v1:Job"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 QUOTA = "kubernetes:core/v1:ResourceQuota"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ADDON = "aws:eks/addon:Addon"
-
-
-def mutated(plan: Plan, change: Callable[[Resource], Resource | None]) -> Plan:
-    """A copy of the plan with each resource passed through `change` (None drops it)."""
-    out = []
-    for r in plan.resources:
-        changed = change(dataclasses.replace(r, inputs=copy.deepcopy(r.inputs)))
-        if changed is not None:
-            out.append(changed)
-    return dataclasses.replace(plan, resources=out)
 
 
 def workload(plan: Plan, token: str, name: str) -> Resource:
