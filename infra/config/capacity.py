@@ -32,6 +32,7 @@ from infra.contracts import EFA_RESOURCE, GPU_RESOURCE
 
 if TYPE_CHECKING:
     from infra.config.schema import GpuNodeGroupConfig, NamespaceConfig, StackConfig
+    from workloads.pods import PodSize
 
 RESOURCES = ("cpu", "memory", "gpus", "efa", "pods")
 # the quota keys of NamespaceConfig, per resource
@@ -87,13 +88,7 @@ def demands(config: StackConfig) -> list[Demand]:
         if group is None:
             continue
         size = training_pod_size(group)
-        per_pod = {
-            "cpu": size.cpu,
-            "memory": size.memory_gib,
-            "gpus": size.gpus,
-            "efa": size.efa,
-            "pods": 1,
-        }
+        per_pod = _per_pod(size)
         gpus = job.nodes * size.gpus
         out.append(
             Demand(f"training[{i}]", job.name, job.namespace, group.name, job.nodes, per_pod, gpus)
@@ -104,19 +99,24 @@ def demands(config: StackConfig) -> list[Demand]:
             continue
         topo = Topology(svc.gpus_per_replica, group.instance.gpu_count)
         size = serving_pod_size(svc, group, topo.tensor_parallel)
-        per_pod = {
-            "cpu": size.cpu,
-            "memory": size.memory_gib,
-            "gpus": size.gpus,
-            "efa": size.efa,
-            "pods": 1,
-        }
+        per_pod = _per_pod(size)
         pods = svc.replicas_max * topo.nodes_per_replica
         gpus = svc.replicas_max * svc.gpus_per_replica
         out.append(
             Demand(f"serving[{i}]", svc.name, svc.namespace, group.name, pods, per_pod, gpus)
         )
     return out
+
+
+def _per_pod(size: PodSize) -> dict[str, float]:
+    """A workload pod's requests in the units of `RESOURCES`."""
+    return {
+        "cpu": size.cpu,
+        "memory": size.memory_gib,
+        "gpus": size.gpus,
+        "efa": size.efa,
+        "pods": 1,
+    }
 
 
 def node_capacity(group: GpuNodeGroupConfig) -> dict[str, float]:
