@@ -4,6 +4,7 @@ on bad input, before torch is imported), then train."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return config_error_exit(e)
     except KeyboardInterrupt:
         say(f"aborted (second signal); {resume_hint(cfg, None)}")
-        return exit_code(2)
+        return exit_code(signal.SIGINT)
     if result.signum is not None:
         saved = Path(result.checkpoint).name if result.checkpoint else None
         say(f"stopped by {result.stopped_by} at step {result.step}; {resume_hint(cfg, saved)}")

@@ -35,8 +35,12 @@ class RunResult:
     step: int
     loss: float | None
     checkpoint: str | None
-    stopped_by: str | None = None
     signum: int | None = None
+
+    @property
+    def stopped_by(self) -> str | None:
+        """The stopping signal's name (`SIGTERM`), None when the run finished."""
+        return signal.Signals(self.signum).name if self.signum else None
 
 
 @dataclass(frozen=True)
@@ -306,13 +310,8 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopRequest) -> RunResult:
         step=step,
         loss=last_loss,
         checkpoint=str(newest) if newest is not None else None,
-        stopped_by=signal_name(stopped_by),
         signum=stopped_by,
     )
-
-
-def signal_name(signum: int | None) -> str | None:
-    return signal.Signals(signum).name if signum else None
 
 
 def _no_sync(model: torch.nn.Module, cfg: TrainConfig, sync: bool):

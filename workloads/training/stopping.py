@@ -52,10 +52,6 @@ class StopRequest:
             return
         raise KeyboardInterrupt
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
-
     def time_left_s(self, grace_s: float | None = None) -> float:
         """Seconds of the grace period left since the signal came."""
         grace = grace_period_s() if grace_s is None else grace_s
