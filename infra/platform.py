@@ -378,11 +378,9 @@ class Platform:
                         self.addons,
                         *([self.fsx] if self.fsx is not None and job.use_fsx else []),
                     ],
-                    **(
-                        {"checkpoint_write_mb_per_s": config.storage.fsx.throughput_mb_per_s}
-                        if config.storage.fsx is not None and job.use_fsx
-                        else {}
-                    ),
+                    checkpoint_write_mb_per_s=config.storage.fsx.throughput_mb_per_s
+                    if config.storage.fsx is not None and job.use_fsx
+                    else None,
                 ),
                 ctx,
                 ctx.opts(),

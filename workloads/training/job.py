@@ -63,9 +63,9 @@ class TrainingJobArgs:
     namespace: str | None = None  # default: the job's `namespace`
     # what the Kubernetes objects wait for (the namespace, the FSx claim, device plugins)
     depends_on: Sequence[pulumi.Resource] = ()
-    # where checkpoints are written, in MB/s: FSx for Lustre's provisioned throughput
-    # (`Lustre.throughput_mb_per_s`), or the node's gp3 root volume at its 125 MB/s baseline
-    checkpoint_write_mb_per_s: float = GP3_BASELINE_MB_PER_S
+    # how fast checkpoints are written, in MB/s: FSx for Lustre's throughput
+    # (`FsxConfig.throughput_mb_per_s`); None: the node's disk, at gp3's 125 MB/s baseline
+    checkpoint_write_mb_per_s: float | None = None
 
 
 # --------------------------------------------------------------------------- derived values
@@ -205,7 +205,8 @@ class TrainingJob(pulumi.ComponentResource):
         self._job, self._group, self._ns = job, group, ns
         # long enough for the step in flight and a final save of the whole checkpoint
         self._grace_s = termination_grace_s(
-            trainer_shape(args.job).parameters, args.checkpoint_write_mb_per_s
+            trainer_shape(args.job).parameters,
+            args.checkpoint_write_mb_per_s or GP3_BASELINE_MB_PER_S,
         )
         self.labels = {
             "app.kubernetes.io/name": "trainer",
