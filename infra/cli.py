@@ -111,7 +111,8 @@ def plan(
     stack: StackOption = "dev",
     project: ProjectOption = Path("."),
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table | json | markdown | sarif")
+        str,
+        typer.Option("--format", "-f", help="table | json | markdown | sarif | terraform-plan"),
     ] = "table",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the report to FILE.")
@@ -151,7 +152,7 @@ def plan(
     if compare is not None:
         from infra.plan.diff import DiffError, load_plan
 
-        if format == "sarif":
+        if format in ("sarif", "terraform-plan"):
             raise fail("--compare shows a diff: use --format table, json or markdown")
         try:
             base = load_plan(compare)
@@ -201,6 +202,10 @@ def plan(
             text = render_json(report)
         elif format == "markdown":
             text = render_markdown(report)
+        elif format == "terraform-plan":
+            from infra.plan.terraform import render_terraform_plan
+
+            text = render_terraform_plan(report.plan)
         else:
             from infra.plan.policy_runner import rule_metadata
 

@@ -25,7 +25,7 @@ from infra.reporting.markdown import findings_markdown
 from infra.reporting.markdown import md_cell as _md
 from infra.reporting.table import findings_table
 
-FORMATS = ("table", "json", "markdown", "sarif")
+FORMATS = ("table", "json", "markdown", "sarif", "terraform-plan")
 
 
 def short_type(token: str) -> str:
