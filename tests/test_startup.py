@@ -116,3 +116,23 @@ def test_plan_path_loads_no_aws_client_and_no_torch():
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "pulumi_aws" in loaded  # the probe reached the program's imports
     assert not loaded & {"boto3", "botocore", "s3transfer", "torch", "httpx"}, loaded
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_loading_a_stack_config_imports_no_pulumi_sdk(stack):
+    """Config validation sizes every workload's pods for admission (`infra.config.capacity`)
+    from the workloads' own sizing modules, which import no Pulumi: audit, preflight and the
+    plan's config step load a stack without paying for the SDK."""
+    probe = (
+        "import sys, json; from pathlib import Path; "
+        "from infra.config import load_stack_config; "
+        f"config = load_stack_config(Path('.'), {stack!r}); "
+        "assert config.serving or config.training, 'no workload was sized'; "
+        f"print(json.dumps(sorted(h for h in {list(HEAVY)!r} if h in sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert not loaded & (PULUMI | {"boto3", "botocore", "torch", "httpx"}), loaded

@@ -3,7 +3,7 @@ their node groups' GPUs, and the quotas a namespace does not set are derived fro
 groups its workloads use.
 
 Checked at config validation (exit 2, before any resource is declared), from the same pod
-sizes the workloads render (`workloads.training.job.pod_size`, `workloads.serving.service
+sizes the workloads render (`workloads.training.sizing.pod_size`, `workloads.serving.sizing
 .pod_size`), so that what Kubernetes admission would refuse at `pulumi up` (a pod over its
 namespace's ResourceQuota is rejected with 403 "exceeded quota") or what could never get
 nodes (more GPUs than a group holds at max) fails here:
@@ -79,8 +79,8 @@ def _fmt(amount: float) -> str:
 def demands(config: StackConfig) -> list[Demand]:
     """Every job and endpoint of the stack at max scale, with its per-pod requests."""
     from workloads.serving.fit import Topology
-    from workloads.serving.service import pod_size as serving_pod_size
-    from workloads.training.job import pod_size as training_pod_size
+    from workloads.serving.sizing import pod_size as serving_pod_size
+    from workloads.training.sizing import pod_size as training_pod_size
 
     out: list[Demand] = []
     for i, job in enumerate(config.training):

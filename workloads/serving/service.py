@@ -44,6 +44,7 @@ from infra.security.statements import serving_statements
 from workloads import pods
 from workloads.facts import ClusterFacts
 from workloads.serving.fit import GIB, FitError, Topology, check_fit, checkpoint_bytes
+from workloads.serving.sizing import CACHE_DISK_GIB, pod_size
 
 PORT = 8000
 AWS_CLI_IMAGE = pins.image("aws_cli")
@@ -72,11 +73,6 @@ ENGINE_WARMUP_S = 300
 MIN_STARTUP_WINDOW_S = 600
 PROBE_PERIOD_S = 10
 
-# A pod takes this share of its GPUs' slice of the node's CPU and memory; the rest is for
-# the kubelet, system daemons (CNI, device plugin, DCGM exporter) and the page cache.
-NODE_SHARE = 0.75
-SHM_MAX_GIB = 16
-CACHE_DISK_GIB = 20  # torch.compile / Triton / FlashInfer caches, logs
 # HPA fallback: a busy vLLM pod keeps about one core per GPU worker plus the engine core and
 # the API server busy; scale out at 60 % of that.
 CPU_BUSY_TARGET = 0.6
@@ -118,22 +114,6 @@ def startup_window_s(svc: ServingConfig) -> int:
 
 def startup_failure_threshold(svc: ServingConfig) -> int:
     return math.ceil(startup_window_s(svc) / PROBE_PERIOD_S)
-
-
-def pod_size(svc: ServingConfig, group: GpuNodeGroupConfig, gpus: int) -> pods.PodSize:
-    """Requests (= limits) of the vLLM container: its GPUs' share of the node, and disk for
-    the synced model and the caches. A pod of a multi-node replica holds a whole node and
-    requests its EFA interfaces (where the group has them): tensor and pipeline traffic
-    between the nodes goes over NCCL, which falls back to TCP without them."""
-    model_gib = math.ceil(checkpoint_bytes(svc) * 1.1 / GIB) if svc.loader == "init_sync" else 0
-    return pods.pod_size(
-        group,
-        node_share=NODE_SHARE,
-        shm_max_gib=SHM_MAX_GIB,
-        gpus=gpus,
-        efa=Topology(svc.gpus_per_replica, group.instance.gpu_count).multi_node,
-        ephemeral_gib=model_gib + CACHE_DISK_GIB,
-    )
 
 
 def labels(svc: ServingConfig) -> dict[str, str]:

@@ -35,17 +35,13 @@ from infra.storage.lustre import CHECKPOINTS_PATH, DATASETS_PATH
 from workloads import pods
 from workloads.facts import ClusterFacts
 from workloads.training.config import ModelShape, TrainConfig, from_mapping
+from workloads.training.sizing import SCRATCH_GIB, pod_size
 from workloads.training.stopping import GRACE_ENV, shutdown_timeouts, termination_grace_s
 
 RENDEZVOUS_PORT = 29500
 FSX_MOUNT = "/fsx"
 LOCAL_CHECKPOINTS = "/checkpoints"  # without FSx: the pod's disk, mirrored to S3
 CONFIG_ERROR_EXIT_CODE = 2
-# The pod takes this share of the node's CPU and memory; the rest is for the kubelet and
-# the node's daemons (CNI, device plugins, DCGM, FSx CSI node, Pod Identity agent).
-NODE_SHARE = 0.85
-SHM_MAX_GIB = 64
-SCRATCH_GIB = 50  # /tmp: torch.compile and Triton caches, torchrun's error files
 JOB_LABEL = "llmcloud.io/training-job"
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
@@ -148,13 +144,6 @@ def torchrun_args(job: TrainingJobConfig, group: GpuNodeGroupConfig) -> list[str
         f"--rdzv-id={job.name}",
         f"--max-restarts={job.max_restarts}",
     ]
-
-
-def pod_size(group: GpuNodeGroupConfig) -> pods.PodSize:
-    """One pod per node: the node's GPUs and EFA interfaces, most of its CPU and memory."""
-    return pods.pod_size(
-        group, node_share=NODE_SHARE, shm_max_gib=SHM_MAX_GIB, efa=True, ephemeral_gib=SCRATCH_GIB
-    )
 
 
 def environment(group: GpuNodeGroupConfig, region: str) -> list[dict[str, str]]:
