@@ -216,3 +216,24 @@ Part("b")
         match=r"two resources share a URN(.|\n)*demo:index:Part\$aws:s3/bucket:Bucket::bucket",
     ):
         plan_program(program)
+
+
+def test_a_plan_parses_the_project_and_stack_files_once(tmp_path, monkeypatch):
+    """The config step, the evaluation and the policies read the same two files; each is
+    parsed once per plan, and each reader gets its own copy of what was parsed."""
+    from infra.config import loading
+    from infra.plan.run import run_plan
+
+    parsed: list[str] = []
+    parse = loading._parse_yaml
+    monkeypatch.setattr(loading, "_parse_yaml", lambda p: parsed.append(p.name) or parse(p))
+    program = "import pulumi_random as random\nrandom.RandomId('id', byte_length=4)\n"
+    project = write_project(tmp_path / "p", program)
+    report = run_plan(project, "dev")
+    assert [r.type for r in report.plan.resources if r.custom] == ["random:index/randomId:RandomId"]
+    assert sorted(parsed) == ["Pulumi.dev.yaml", "Pulumi.yaml"]
+    with loading.yaml_read_once():
+        first = loading.read_stack_file(project / "stacks" / "Pulumi.dev.yaml")
+        first["aws:region"] = "changed by a caller"
+        again = loading.read_stack_file(project / "stacks" / "Pulumi.dev.yaml")
+    assert again["aws:region"] == "us-east-1"

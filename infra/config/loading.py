@@ -4,9 +4,13 @@ and what is allowed."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -60,14 +64,56 @@ class StrictSafeLoader(yaml.SafeLoader):
             if first is not None:
                 raise _DuplicateKeyError(key, first.start_mark, key_node.start_mark)
             seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+        # named, not super(): the libyaml loader below shares this method
+        return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
+
+
+class _CStrictSafeLoader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
+    """StrictSafeLoader on libyaml's parser (a tenth of the time on a stack file); the same
+    constructor and resolver. Any error is re-reported by StrictSafeLoader, so the messages
+    (line, column, context) stay PyYAML's own."""
+
+    construct_mapping = StrictSafeLoader.construct_mapping
+
+
+# path -> parsed document while `yaml_read_once()` is active (one plan's steps share it)
+_READ_ONCE: ContextVar[dict[Path, Any] | None] = ContextVar("yaml_read_once", default=None)
+
+
+@contextmanager
+def yaml_read_once() -> Iterator[None]:
+    """Within, each YAML file is parsed once (callers get their own copy): a plan reads the
+    project and stack files from several steps (config, evaluation, policies)."""
+    if _READ_ONCE.get() is not None:
+        yield
+        return
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
 
 
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file; errors name the file, the line and what is wrong (ConfigError)."""
+    cache = _READ_ONCE.get()
+    if cache is None:
+        return _parse_yaml(path)
+    key = path.resolve()
+    if key not in cache:
+        cache[key] = _parse_yaml(path)
+    return copy.deepcopy(cache[key])
+
+
+def _parse_yaml(path: Path) -> Any:
     shown = shown_path(path)
     try:
-        return yaml.load(path.read_text(), Loader=StrictSafeLoader)  # a SafeLoader subclass
+        text = path.read_text()
+        try:
+            return yaml.load(text, Loader=_CStrictSafeLoader)
+        except yaml.YAMLError:
+            pass  # parsed again below, for PyYAML's own message
+        return yaml.load(text, Loader=StrictSafeLoader)  # a SafeLoader subclass
     except _DuplicateKeyError as e:
         raise ConfigError(
             f"{shown}:{e.again.line + 1}: duplicate key {e.key!r} (first at line "

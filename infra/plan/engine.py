@@ -37,7 +37,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from infra.config import ConfigError, read_project, read_stack_file, stack_file
-from infra.config.loading import load_yaml
+from infra.config.loading import load_yaml, yaml_read_once
 from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
 from infra.plan.schema import UnknownProperty, check_inputs
 from infra.plan.secrets import (
@@ -633,6 +633,13 @@ def evaluate(
     in the program, an input property the provider does not have).
     """
     project_dir = Path(project_dir).resolve()
+    with yaml_read_once():  # Pulumi.yaml, then the stack file: each parsed once
+        return _evaluate(project_dir, stack, config_overrides, check_schema)
+
+
+def _evaluate(
+    project_dir: Path, stack: str, config_overrides: dict[str, Any] | None, check_schema: bool
+) -> Plan:
     try:
         project = read_project(project_dir)
         path = stack_file(project_dir, stack)

@@ -14,6 +14,7 @@ from infra.config import (
     read_stack_file,
     stack_file,
 )
+from infra.config.loading import yaml_read_once
 from infra.plan.cost import estimate_cost
 from infra.plan.engine import Plan, PlanError, _no_cyclic_gc, evaluate
 from infra.plan.policy_runner import run_policies
@@ -61,6 +62,11 @@ def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = N
     `llmcloud:policies` gets those (nothing else of llmcloud's config is required); any other
     project each rule's default. `policy_config` (a CrossGuard policy-pack config file, as
     `pulumi preview --policy-pack-config` takes) applies over them."""
+    with yaml_read_once():  # the config, the evaluation and the policies read the same files
+        return _run_plan(Path(project_dir), stack, policy_config)
+
+
+def _run_plan(project_dir: Path, stack: str, policy_config: Path | None) -> PlanReport:
     from infra.plan.policy_config import (
         PolicyConfigError,
         apply_policy_pack_config,
@@ -70,7 +76,6 @@ def run_plan(project_dir: Path | str, stack: str, policy_config: Path | None = N
     from infra.plan.policy_runner import evaluate_policies
     from policies.rules.base import PolicySettings
 
-    project_dir = Path(project_dir)
     config: StackConfig | None = None
     try:
         path = stack_file(project_dir, stack)
