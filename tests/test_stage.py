@@ -228,6 +228,143 @@ def test_digest_matches_s3s_checksum_for_single_and_multipart_layouts(
         assert digest.checksum_sha256 == expected
 
 
+@pytest.mark.parametrize(
+    ("size", "part_size"),
+    [(1, 1000), (999, 1000), (1000, 1000), (5000, 1000), (7777, 1234), (12_345, 5000)],
+)
+def test_part_hashes_beside_the_full_hash_give_the_one_thread_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, part_size: int
+):
+    # A read buffer of 333 bytes: many buffers go through the part thread, and part
+    # boundaries fall inside them.
+    monkeypatch.setattr(staging.hashing, "READ_BUFFER_BYTES", 333)
+    data = os.urandom(size)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    chunks = [data[i : i + part_size] for i in range(0, size, part_size)]
+    expected_parts = tuple(base64.b64encode(hashlib.sha256(c).digest()).decode() for c in chunks)
+
+    beside = staging.digest_file(path, size, part_size, parts_beside=True)
+    inline = staging.digest_file(path, size, part_size, parts_beside=False)
+
+    assert beside == inline
+    assert beside.sha256 == hashlib.sha256(data).hexdigest()
+    assert beside.part_checksums == expected_parts
+    assert not [t for t in threading.enumerate() if t.name == "llmcloud-stage-parts"]
+
+
+def test_a_cancel_while_hashing_raises_and_leaves_no_hashing_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(staging.hashing, "READ_BUFFER_BYTES", 1000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(10_000))
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def progress(n: int) -> None:
+        seen.append(n)
+        stop.set()  # Ctrl-C after the first chunk
+
+    with pytest.raises(staging.hashing.Cancelled):
+        staging.digest_file(path, 10_000, 3000, on_bytes=progress, stop=stop)
+
+    assert seen == [1000]  # stopped at the next chunk, not at the end of the file
+    assert not [t for t in threading.enumerate() if t.name == "llmcloud-stage-parts"]
+
+
+def test_hash_lanes_are_one_per_two_usable_cpus(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert staging.hashing.hash_lanes() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert staging.hashing.hash_lanes() == 1
+
+
+def test_large_files_are_hashed_one_lane_at_a_time(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(4):
+        (src / f"shard-{i}.bin").write_bytes(os.urandom(6 * MIB))  # multipart at 5 MiB
+    (src / "small.bin").write_bytes(os.urandom(1000))
+    monkeypatch.setattr(staging.hashing, "hash_lanes", lambda: 1)
+    real = staging.hashing.digest_file
+    lock = threading.Lock()
+    hashing_now: list[str] = []
+    most_at_once: list[int] = []
+
+    def watched(path: Path, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            hashing_now.append(path.name)
+            most_at_once.append(sum(1 for n in hashing_now if n != "small.bin"))
+        try:
+            time.sleep(0.02)  # long enough for another thread to get in, were it allowed
+            return real(path, *args, **kwargs)
+        finally:
+            with lock:
+                hashing_now.remove(path.name)
+
+    monkeypatch.setattr(staging.hashing, "digest_file", watched)
+    dest = parse_s3_url(f"s3://{aws.bucket}/big")
+
+    result = stage(StageOptions(src, dest, concurrency=8, part_size_mib=5), s3=_client())
+
+    assert result.ok and len(result.uploaded) == 5
+    assert max(most_at_once) == 1
+    assert verify(dest, src=src, s3=_client()).ok
+
+
+def test_a_ctrl_c_while_hashing_leaves_nothing_partial_and_a_rerun_finishes(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(3):
+        (src / f"shard-{i}.bin").write_bytes(os.urandom(6 * MIB))
+    _age(src)
+    real = staging.hashing.digest_file
+    interrupted = threading.Event()
+    stopped_mid_hash: list[bool] = []
+
+    def ctrl_c_mid_hash(path: Path, *args: Any, **kwargs: Any) -> Any:
+        stop, report = kwargs["stop"], kwargs["on_bytes"]
+
+        def progress(n: int) -> None:
+            report(n)
+            if not interrupted.is_set():
+                interrupted.set()
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                # the run sets it on the Ctrl-C: this file stops mid-hash
+                stopped_mid_hash.append(stop.wait(5))
+
+        return real(path, *args, **{**kwargs, "on_bytes": progress})
+
+    monkeypatch.setattr(staging.hashing, "digest_file", ctrl_c_mid_hash)
+    dest = parse_s3_url(f"s3://{aws.bucket}/big")
+    options = StageOptions(src, dest, concurrency=2, part_size_mib=5)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(options, s3=_client())
+
+    assert stopped_mid_hash == [True]
+    assert _uploads(aws.s3, aws.bucket) == []
+    for key in _keys(aws.s3, aws.bucket):  # whatever is visible is complete
+        assert aws.s3.head_object(Bucket=aws.bucket, Key=key)["ContentLength"] == 6 * MIB
+    assert f"big/{MANIFEST_NAME}" not in _keys(aws.s3, aws.bucket)
+    assert not [t for t in threading.enumerate() if t.name.startswith("llmcloud-stage")]
+    cache = staging.HashCache(src)  # what the cache kept is the files' true digest
+    for file in staging.list_local_files(src, (), ()):
+        cached = cache.lookup(file)
+        assert cached is None or cached.sha256 == _sha256(file.path)
+    cache.close()
+
+    monkeypatch.setattr(staging.hashing, "digest_file", real)
+    again = stage(options, s3=_client())
+    assert again.ok and len(again.uploaded) + len(again.skipped) == 3
+    assert verify(dest, src=src, s3=_client()).ok
+
+
 def test_part_layout_mirrors_the_transfer_manager():
     assert staging.part_layout(5 * MIB - 1, 5 * MIB) is None  # below threshold: one PUT
     assert staging.part_layout(5 * MIB, 5 * MIB) == 5 * MIB

@@ -3,6 +3,7 @@ in a thread pool, then the manifest. `stage()` is the entry point the CLI calls.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -156,6 +157,7 @@ class _Stager:
         # and the stale-upload housekeeping; its usage error stops the run before a write.
         self.before_work = before_work
         self.stop = threading.Event()
+        self._hash_lanes = threading.BoundedSemaphore(hashing.hash_lanes())
         self.multipart_files = 0  # set by `run`: how many files go multipart
         self.uploader: Uploader | None = None  # made by `run` once the target is checked
 
@@ -170,14 +172,20 @@ class _Stager:
     # --- digests ------------------------------------------------------------------------
 
     def _hash(self, file: LocalFile, layout: int | None) -> Digest:
-        digest = hashing.digest_file(
-            file.path,
-            file.size,
-            layout,
-            on_bytes=self.display.checked,
-            stop=self.stop,
-            keep_body_up_to=0 if self.options.dry_run else SMALL_FILE_BODY_BYTES,
-        )
+        # A file of multipart size waits for a hash lane: large files hash a few at a time
+        # in file order, the first one's upload overlapping the next one's hashing.
+        lane = self._hash_lanes if file.size >= self.options.part_size_bytes else None
+        with lane or contextlib.nullcontext():
+            if self.stop.is_set():
+                raise Cancelled()
+            digest = hashing.digest_file(
+                file.path,
+                file.size,
+                layout,
+                on_bytes=self.display.checked,
+                stop=self.stop,
+                keep_body_up_to=0 if self.options.dry_run else SMALL_FILE_BODY_BYTES,
+            )
         self.cache.store(file, digest)
         return digest
 
