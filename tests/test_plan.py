@@ -237,3 +237,35 @@ def test_a_plan_parses_the_project_and_stack_files_once(tmp_path, monkeypatch):
         first["aws:region"] = "changed by a caller"
         again = loading.read_stack_file(project / "stacks" / "Pulumi.dev.yaml")
     assert again["aws:region"] == "us-east-1"
+
+
+def test_a_mock_answer_serializes_as_the_sdk_monitor_serializes_it():
+    """The recording monitor serializes a mock's plain answer without an event-loop run;
+    an answer holding something to wait for still gets the SDK's own awaited result."""
+    import asyncio
+
+    from pulumi.runtime import rpc
+    from pulumi.runtime.sync_await import _sync_await
+
+    from infra.plan.engine import _serialized
+
+    async def later() -> str:
+        await asyncio.sleep(0)  # suspends: the first step cannot finish it
+        return "resolved"
+
+    plain = {"id": "vpc-1", "cidr": "10.0.0.0/16", "tags": {"a": "b"}, "n": 3, "none": None}
+    assert _serialized(plain) == _sync_await(rpc.serialize_properties(plain, {}))
+    assert dict(_serialized({"later": later(), "x": 1})) == {"later": "resolved", "x": 1.0}
+
+
+def test_a_mock_answer_that_fails_while_serializing_fails_as_in_the_sdk():
+    import asyncio
+
+    from infra.plan.engine import _serialized
+
+    async def failing() -> str:
+        await asyncio.sleep(0)
+        raise ValueError("no such value")
+
+    with pytest.raises(ValueError, match=r"While processing input: 'later'(.|\n)*no such value"):
+        _serialized({"later": failing()})

@@ -10,6 +10,7 @@ provider, then check every input against the SDK's typed declarations.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import json
@@ -271,7 +272,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=request.custom or False,
                 )
             )
-        response_object = _sync_await(rpc.serialize_properties(state, {}))
+        response_object = _serialized(state)
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
         record = Resource(
             urn=urn,
@@ -351,6 +352,35 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 )
             )
         return response
+
+
+def _serialized(state: dict[str, Any]) -> Any:
+    """`rpc.serialize_properties(state)` as the stock monitor awaits it, without a fresh
+    event-loop run per registration: a mock's answer is plain data (nothing to wait for), so
+    the coroutine finishes on its first step. One that waits (a resource reference whose URN
+    is not resolved yet) is resumed on the thread's loop, as the SDK would have run it."""
+    coroutine = rpc.serialize_properties(state, {})
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    return _sync_await(_resumed(coroutine, waiting))
+
+
+async def _resumed(coroutine: Any, waiting: Any) -> Any:
+    """Run the rest of a coroutine that suspended on `waiting` (a future, or None for a bare
+    yield) inside a task, as if it had been awaited there from the start."""
+    while True:
+        if waiting is None:
+            await asyncio.sleep(0)
+        else:
+            waiting._asyncio_future_blocking = False  # taken over, as a task's step does
+            with suppress(Exception):  # the coroutine reads the result (or error) itself
+                await asyncio.wait([waiting])
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration as done:
+            return done.value
 
 
 def _plain(value: Any) -> Any:
