@@ -41,7 +41,9 @@ from infra.plan.engine import SECRET_PLACEHOLDER, Plan, Resource
 
 BRIDGE_FILE = Path(__file__).resolve().parent.parent / "data" / "pulumi-aws-bridge.json"
 # The JSON output format's version this writer follows (Terraform's docs: minor versions
-# only add properties), and the Terraform release that documents it.
+# only add properties; 1.2 is the current one), and a Terraform release whose plan JSON has
+# every key written here (`complete` and `applyable` first appeared in 1.8:
+# hashicorp/terraform-json#131).
 FORMAT_VERSION = "1.2"
 TERRAFORM_VERSION = "1.9.0"
 PROVIDERS = {  # Pulumi package -> the Terraform provider it is bridged from
