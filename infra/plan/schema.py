@@ -134,13 +134,26 @@ def _input_fields(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
     return pulumi_types.input_type_types(cls), pulumi_types.input_type_py_to_pulumi_names(cls)
 
 
-def _candidates(typ: Any) -> list[Any]:
+_CANDIDATES: dict[Any, tuple[Any, ...]] = {}  # per declared annotation: the walks run per value
+
+
+def _candidates(typ: Any) -> tuple[Any, ...]:
     """Strip Input/Optional/Union/Awaitable/Output down to the concrete types a value may be."""
+    try:
+        return _CANDIDATES[typ]
+    except KeyError:
+        found = _CANDIDATES[typ] = tuple(_strip(typ))
+        return found
+    except TypeError:  # an annotation that cannot be hashed
+        return tuple(_strip(typ))
+
+
+def _strip(typ: Any) -> list[Any]:
     origin = typing.get_origin(typ)
     if origin is typing.Union:
         out: list[Any] = []
         for arg in typing.get_args(typ):
-            out.extend(_candidates(arg))
+            out.extend(_strip(arg))
         return out
     if origin is collections.abc.Awaitable or (
         isinstance(origin, type) and origin.__name__ == "Output"
@@ -185,26 +198,56 @@ def _walk_object(urn: str, token: str, value: dict, cls: type, path: str, out: l
 def _walk_value(urn: str, token: str, value: Any, typ: Any, path: str, out: list) -> None:
     if value is None:
         return
-    for candidate in _candidates(typ):
-        origin = typing.get_origin(candidate)
-        if isinstance(candidate, type) and pulumi_types.is_input_type(candidate):
+    for kind, inner, walk in _walk_steps(typ):
+        if kind == "obj":
             if isinstance(value, dict):
-                _walk_object(urn, token, value, candidate, path, out)
+                _walk_object(urn, token, value, inner, path, out)
                 return
-        elif origin in (collections.abc.Sequence, list) and isinstance(value, list):
-            (inner,) = typing.get_args(candidate) or (Any,)
-            for i, item in enumerate(value):
-                _walk_value(urn, token, item, inner, f"{path}[{i}]", out)
-            return
-        elif origin in (collections.abc.Mapping, dict) and isinstance(value, dict):
-            args = typing.get_args(candidate)
-            inner = args[1] if len(args) == 2 else Any
-            if any(
-                isinstance(c, type) and pulumi_types.is_input_type(c) for c in _candidates(inner)
-            ):
+        elif kind == "seq":
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    _walk_value(urn, token, item, inner, f"{path}[{i}]", out)
+                return
+        elif isinstance(value, dict):  # "map"
+            if walk:
                 for k, item in value.items():
                     _walk_value(urn, token, item, inner, f"{path}.{k}", out)
             return
+
+
+_WALK_STEPS: dict[Any, tuple[tuple[str, Any, bool], ...]] = {}
+
+
+def _walk_steps(typ: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """What a value of a declared annotation may be, tried in order, compiled once per
+    annotation: ("obj", input type, _), ("seq", element annotation, _), ("map", value
+    annotation, whether its values are input types to walk)."""
+    try:
+        return _WALK_STEPS[typ]
+    except KeyError:
+        found = _WALK_STEPS[typ] = _compile_steps(typ)
+        return found
+    except TypeError:  # an annotation that cannot be hashed
+        return _compile_steps(typ)
+
+
+def _compile_steps(typ: Any) -> tuple[tuple[str, Any, bool], ...]:
+    steps: list[tuple[str, Any, bool]] = []
+    for candidate in _candidates(typ):
+        origin = typing.get_origin(candidate)
+        if isinstance(candidate, type) and pulumi_types.is_input_type(candidate):
+            steps.append(("obj", candidate, True))
+        elif origin in (collections.abc.Sequence, list):
+            (inner,) = typing.get_args(candidate) or (Any,)
+            steps.append(("seq", inner, True))
+        elif origin in (collections.abc.Mapping, dict):
+            args = typing.get_args(candidate)
+            inner = args[1] if len(args) == 2 else Any
+            walk = any(
+                isinstance(c, type) and pulumi_types.is_input_type(c) for c in _candidates(inner)
+            )
+            steps.append(("map", inner, walk))
+    return tuple(steps)
 
 
 # ---------------------------------------------------------------- output shapes
@@ -279,8 +322,22 @@ def input_fields(token: str) -> dict[str, Any]:
     return _input_fields(cls)[0] if cls is not None else {}
 
 
+_NESTED_FIELDS: dict[Any, dict[str, Any] | None] = {}
+
+
 def nested_input_fields(typ: Any) -> dict[str, Any] | None:
-    """The fields of the input type a declared input annotation resolves to (None if none)."""
+    """The fields of the input type a declared input annotation resolves to (None if none);
+    once per annotation (the output synthesis asks per recorded object)."""
+    try:
+        return _NESTED_FIELDS[typ]
+    except KeyError:
+        found = _NESTED_FIELDS[typ] = _nested_input_fields(typ)
+        return found
+    except TypeError:  # an annotation that cannot be hashed
+        return _nested_input_fields(typ)
+
+
+def _nested_input_fields(typ: Any) -> dict[str, Any] | None:
     for candidate in _candidates(typ):
         origin = typing.get_origin(candidate)
         if isinstance(candidate, type) and pulumi_types.is_input_type(candidate):
