@@ -276,3 +276,54 @@ def test_shared_model_loader_reads_the_same_models_as_botocores_own(name: str, t
     assert ours.search_paths == theirs.search_paths
     assert ours.load_service_model(name, type_name) == theirs.load_service_model(name, type_name)
     assert ours.load_data("endpoints") == theirs.load_data("endpoints")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-01T10:00:00.000Z",  # S3's XML form (ListObjectsV2 LastModified)
+        "2026-12-01T10:00:00Z",
+        "2026-12-01T23:59:59.123456Z",
+        "2026-12-01T10:00:00+02:00",  # not UTC-Z: botocore's own parser
+        "Tue, 01 Dec 2026 10:00:00 GMT",  # RFC 822 header form (HeadObject Last-Modified)
+        1764583200,  # epoch seconds (JSON protocols)
+        "1764583200.5",
+    ],
+)
+def test_timestamps_parse_to_the_instant_botocores_parser_gives(value: Any):
+    from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
+    from infra.ops.awsclient import parse_timestamp
+
+    ours, theirs = parse_timestamp(value), botocore_parse_timestamp(value)
+
+    assert ours == theirs and ours.utcoffset() == theirs.utcoffset()
+
+
+def test_clients_parse_response_timestamps_without_dateutil(
+    aws_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+):
+    import sys
+
+    import botocore.utils
+
+    handed_on: list[Any] = []  # what our parser passed to botocore's (moto calls it too)
+    real = botocore.utils.parse_timestamp
+
+    def recording(value: Any) -> Any:
+        if sys._getframe(1).f_code.co_filename.endswith("awsclient.py"):
+            handed_on.append(value)
+        return real(value)
+
+    monkeypatch.setattr(botocore.utils, "parse_timestamp", recording)
+    with mock_aws():
+        s3 = client("s3", region="us-east-1")
+        s3.create_bucket(Bucket="llm-timestamps")
+        s3.put_object(Bucket="llm-timestamps", Key="k", Body=b"x")
+        listed = s3.list_objects_v2(Bucket="llm-timestamps")["Contents"][0]["LastModified"]
+        head = s3.head_object(Bucket="llm-timestamps", Key="k")["LastModified"]
+
+    assert listed.utcoffset().total_seconds() == 0
+    assert abs((listed - head).total_seconds()) < 1
+    # only the RFC 822 header went to botocore's parser, not the listing's ISO 8601
+    assert len(handed_on) == 1 and handed_on[0].endswith("GMT")

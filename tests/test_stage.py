@@ -1010,6 +1010,30 @@ def test_many_expected_keys_are_listed_in_parallel_ranges_that_miss_no_object(aw
     assert sorted(starts, key=str) == sorted([None, *expected[3:-1:4]], key=str)
 
 
+def test_each_listed_range_returns_about_its_own_keys_not_a_full_page(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+):
+    """A re-run's ranges each come back in one request holding their keys and at most the
+    slack more, not S3's 1 000 keys, most of them the next range's."""
+    monkeypatch.setattr(staging.remote, "LIST_RANGE_SLACK_KEYS", 1)
+    expected = [f"many/k-{i:03d}" for i in range(20)]
+    for key in expected:
+        aws.s3.put_object(Bucket=aws.bucket, Key=key, Body=b"x")
+    s3 = _client()
+    returned: list[int] = []
+    s3.meta.events.register(
+        "after-call.s3.ListObjectsV2",
+        lambda parsed, **_: returned.append(len(parsed.get("Contents", []))),
+    )
+    dest = parse_s3_url(f"s3://{aws.bucket}/many")
+
+    listed = staging.remote.list_remote(s3, dest, threads=4, expected_keys=expected, range_keys=4)
+
+    assert set(listed) == set(expected)
+    assert len(returned) == 5  # 20 keys in ranges of 4: one request each
+    assert sum(returned) <= len(expected) + 5 * 1
+
+
 # --- part size, checksums on the wire --------------------------------------------------------
 
 

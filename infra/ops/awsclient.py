@@ -56,6 +56,7 @@ __all__ = [
     "client",
     "error_code",
     "parse_s3_url",
+    "parse_timestamp",
     "session",
     "translate_error",
     "user_agent",
@@ -162,13 +163,40 @@ def new_data_loader() -> botocore.loaders.Loader:
     return botocore.loaders.Loader(file_loader=DictJSONFileLoader())
 
 
+# S3's (and most XML/JSON APIs') timestamp form: ISO 8601 in UTC, "2026-12-01T10:00:00.000Z".
+_ISO_8601_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z\Z")
+
+
+def parse_timestamp(value: Any) -> Any:
+    """botocore's timestamp parser, without dateutil for ISO 8601 UTC strings.
+
+    botocore parses every timestamp of a response with dateutil (~40 us each: a 1 000-key
+    ListObjectsV2 page spends most of its parsing in LastModified); an ISO 8601 UTC string
+    is read by `datetime.fromisoformat` into the same instant, UTC-aware. Anything else
+    (RFC 822 headers, epoch numbers) goes to botocore's own parser. The AWS CLI replaces
+    the parser the same way (awscli/customizations/scalarparse.py, set_parser_defaults).
+    """
+    if isinstance(value, str) and _ISO_8601_UTC.match(value):
+        from datetime import datetime
+
+        from dateutil.tz import tzutc
+
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=tzutc())
+    from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
+    return botocore_parse_timestamp(value)
+
+
 def _botocore_session() -> Any:
     """A fresh botocore session (credentials and profile read from the environment now)
-    sharing the process's model loader."""
+    sharing the process's model loader, parsing timestamps with `parse_timestamp`."""
     import botocore.session
 
     core = botocore.session.Session()
     core.register_component("data_loader", _data_loader())
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
     return core
 
 

@@ -32,6 +32,10 @@ MAX_LISTING_THREADS = 8
 # about one page (ListObjectsV2 returns up to 1 000 keys), instead of one page after the
 # other (a page's continuation token is only known once the page before has arrived).
 LIST_RANGE_KEYS = 900
+MAX_KEYS_PER_PAGE = 1000  # ListObjectsV2's MaxKeys limit
+# A range's pages ask for its expected keys and this many more (objects not in SRC), so
+# a range that holds exactly its expected keys is one request returning only them.
+LIST_RANGE_SLACK_KEYS = 10
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,17 @@ def _list_under(s3: BaseClient, bucket: str, prefix: str) -> dict[str, RemoteObj
 
 
 def _list_range(
-    s3: BaseClient, bucket: str, prefix: str, after: str | None, last: str | None
+    s3: BaseClient, bucket: str, prefix: str, after: str | None, last: str | None, expected: int
 ) -> dict[str, RemoteObject]:
-    """Objects under `prefix` with after < key <= last (None: unbounded)."""
+    """Objects under `prefix` with after < key <= last (None: unbounded), where `expected`
+    local keys lie: pages of that many keys and a few more (not S3's 1 000, most of which
+    would belong to the next range and cost the server and the parser for nothing)."""
     found: dict[str, RemoteObject] = {}
-    args = {"Bucket": bucket, "Prefix": prefix}
+    args: dict[str, Any] = {
+        "Bucket": bucket,
+        "Prefix": prefix,
+        "MaxKeys": min(MAX_KEYS_PER_PAGE, expected + LIST_RANGE_SLACK_KEYS),
+    }
     if after is not None:
         args["StartAfter"] = after
     for page in s3.get_paginator("list_objects_v2").paginate(**args):
@@ -222,13 +232,17 @@ def _list_ranges(
     ordered = sorted(keys)
     splits = [ordered[i] for i in range(range_keys - 1, len(ordered) - 1, range_keys)]
     ranges = list(zip([None, *splits], [*splits, None], strict=True))
+    last_range = len(ordered) - range_keys * (len(ranges) - 1)
+    counts = [range_keys] * (len(ranges) - 1) + [last_range]
     prefix = _prefix(dest)
     found: dict[str, RemoteObject] = {}
     with (
         aws_errors(f"list s3://{dest.bucket}/{prefix}"),
         ThreadPoolExecutor(min(threads, len(ranges))) as pool,
     ):
-        for part in pool.map(lambda r: _list_range(s3, dest.bucket, prefix, *r), ranges):
+        for part in pool.map(
+            lambda r, n: _list_range(s3, dest.bucket, prefix, *r, n), ranges, counts
+        ):
             found.update(part)
     return found
 
