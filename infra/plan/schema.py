@@ -119,13 +119,7 @@ def args_class(token: str) -> type | None:
 @cache
 def resource_output_names(token: str) -> frozenset[str]:
     """camelCase names of a resource's output properties (empty if the class is unknown)."""
-    cls = resource_class(token)
-    if cls is None:
-        return frozenset()
-    try:
-        return frozenset(pulumi_types.resource_types(cls))
-    except Exception:
-        return frozenset()
+    return frozenset(resource_output_shapes(token))  # the class's type hints resolved once
 
 
 @cache
