@@ -246,3 +246,14 @@ def test_every_prod_type_is_named_by_the_metadata_but_those_newer_than_its_extra
         "aws:eks/podIdentityAssociation:PodIdentityAssociation",
         "random:index/randomPassword:RandomPassword",
     }
+
+
+def test_a_value_two_dependencies_carry_is_the_computed_one_in_either_order():
+    from infra.plan.terraform import _exact_source
+
+    vpc = ("aws_vpc.main", {"vpc-0abc": ("id", False)})
+    group = ("aws_security_group.web", {"vpc-0abc": ("vpc_id", True), "sg-0def": ("id", False)})
+    for sources in ([vpc, group], [group, vpc]):
+        assert _exact_source("vpc-0abc", sources) == ("aws_vpc.main.id", False)
+    assert _exact_source("sg-0def", [vpc, group]) == ("aws_security_group.web.id", False)
+    assert _exact_source("unrelated", [vpc, group]) is None

@@ -31,7 +31,7 @@ import collections.abc
 import json
 import re
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -246,35 +246,17 @@ class _Converter:
             if dep.id:
                 by_value[dep.id] = ("id", False)  # an id is computed, whatever it echoes
             found.append((address, by_value))
-        return found
+        return sorted(found, key=lambda source: source[0])  # the SDK's set order varies
 
     def convert(self, r: Resource) -> _Converted:
         from infra.plan import schema
 
         address = self.addresses[r.urn]
         tf_type, name = address.split(".", 1)
-        declared = schema.input_fields(r.type)
-        values: dict[str, Any] = {}
-        unknown: dict[str, Any] = {}
-        sensitive: dict[str, Any] = {}
-        expressions: dict[str, Any] = {}
-        for prop, value in r.inputs.items():
-            if prop.startswith("__") or value is None:
-                continue
-            tf_prop, exact = self.bridge.tf_name(r.type, prop)
-            if not exact:
-                self.notes.derived_properties.add(f"{r.type}.{prop} -> {tf_prop}")
-            sources = self._sources(r, prop)
-            v, u, s, e = self._value(value, declared.get(prop), sources, f"{r.type}.{prop}")
-            if v is not _UNKNOWN:
-                values[tf_prop] = v
-            if u:
-                unknown[tf_prop] = u
-            if s:
-                sensitive[tf_prop] = s
-            if e is not None:
-                expressions[tf_prop] = e
-        for key in schema.resource_output_names(r.type):
+        values, unknown, sensitive, expressions = self._object(
+            r.inputs, r.type, schema.input_fields(r.type), lambda prop: self._sources(r, prop)
+        )
+        for key in sorted(schema.resource_output_names(r.type)):
             tf_key, _ = self.bridge.tf_name(r.type, key)
             if tf_key not in values and tf_key not in unknown:
                 unknown[tf_key] = True  # computed by the provider at apply
@@ -300,21 +282,20 @@ class _Converter:
                     sens.append(False)
                     expr.append({})
                     continue
-                o, u, s, e = self._block(item, cls, sources, where)
+                o, u, s, e = self._object(
+                    item, _type_token(cls), _fields_of(cls), lambda _: sources, where
+                )
                 out.append(o)
                 unk.append(u)
                 sens.append(s)
                 expr.append(e)
             return out, _trim(unk), _trim(sens), expr
         refs = list(_references(value, sources))
-        if isinstance(value, str) and sources:
-            for address, by_value in sources:
-                if value in by_value:
-                    attr, known = by_value[value]
-                    expression = {"references": [f"{address}.{attr}", address]}
-                    if known:
-                        return value, False, False, expression
-                    return _UNKNOWN, True, False, expression
+        found = _exact_source(value, sources)
+        if found is not None:
+            reference, known = found
+            expression = {"references": [reference, reference.rsplit(".", 1)[0]]}
+            return (value if known else _UNKNOWN), not known, False, expression
         if isinstance(value, list) and sources:
             exact = [_exact_source(item, sources) for item in value]
             if any(x is not None and not x[1] for x in exact):
@@ -324,20 +305,29 @@ class _Converter:
         expression = {"references": refs} if refs else {"constant_value": value}
         return value, False, False, expression
 
-    def _block(self, item: dict, cls: type, sources: list, where: str) -> tuple:
-        token = _type_token(cls)
-        fields = _fields_of(cls)
+    def _object(
+        self,
+        obj: dict,
+        token: str | None,
+        fields: dict[str, Any],
+        sources_of: Callable[[str], list],
+        where: str | None = None,
+    ) -> tuple[dict, dict, dict, dict]:
+        """(values, after_unknown, after_sensitive, expressions) of a resource's inputs or of
+        one nested block, keyed by Terraform names; `sources_of(prop)` is what `prop`
+        depends on (recorded per top-level property, inherited by nested blocks)."""
+        where = where or token
         out: dict[str, Any] = {}
         unk: dict[str, Any] = {}
         sens: dict[str, Any] = {}
         expr: dict[str, Any] = {}
-        for key, value in item.items():
-            if value is None:
+        for key, value in obj.items():
+            if key.startswith("__") or value is None:
                 continue
             tf_key, exact = self.bridge.tf_name(token, key)
             if not exact:
                 self.notes.derived_properties.add(f"{where}.{key} -> {tf_key}")
-            v, u, s, e = self._value(value, fields.get(key), sources, f"{where}.{key}")
+            v, u, s, e = self._value(value, fields.get(key), sources_of(key), f"{where}.{key}")
             if v is not _UNKNOWN:
                 out[tf_key] = v
             if u:
@@ -358,13 +348,22 @@ def _trim(flags: list[Any]) -> Any:
 
 
 def _exact_source(value: Any, sources: list) -> tuple[str, bool] | None:
+    """("address.attribute", known) of the output `value` is, if it is one. A value several
+    dependencies carry (a VPC's id is also its security groups' vpc_id input) is the one a
+    resource computes (its id first), never an echo, whatever order the SDK's dependency
+    set came in."""
     if not isinstance(value, str):
         return None
-    for address, by_value in sources:
-        if value in by_value:
-            attr, known = by_value[value]
-            return f"{address}.{attr}", known
-    return None
+    found = [
+        (known, attr != "id", address, attr)
+        for address, by_value in sources
+        if value in by_value
+        for attr, known in [by_value[value]]
+    ]
+    if not found:
+        return None
+    known, _, address, attr = min(found)
+    return f"{address}.{attr}", known
 
 
 def _references(value: Any, sources: list) -> Iterator[str]:
