@@ -25,8 +25,11 @@ of --repeat runs:
 Both SDK floors run with the settings the engine itself uses (cyclic GC off, stack traces
 reduced to the source position), timed like `evaluate` up to after the collector is on again
 (its first pass over what the run allocated counts on both sides), so the ratio measures the
-engine, not the settings. Times are CPU seconds of this process (all threads: the mock
-monitor runs in the SDK's executor), which a shared machine disturbs far less than wall time.
+engine, not the settings. Each timed run starts after a full collection (outside the
+clock), so a full pass over the imported modules' objects, due from the allocations of the
+run before, never lands in a later run's time. Times are CPU seconds of this process (all
+threads: the mock monitor runs in the SDK's executor), which a shared machine disturbs far
+less than wall time.
 
 `--scale N` also plans generated 1× and N× stacks: a project whose program registers the
 prod plan's custom resources once or N times (names suffixed), flat, through the same typed
@@ -48,6 +51,7 @@ Then the whole command a user waits for: `llmcloud plan --format json` in a fres
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import runpy
@@ -300,11 +304,15 @@ def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, flo
         "plan": [], "sdk_same": [], "sdk_program": [], "sdk_bare": [], "checks": [], "no_sim": []
     }  # fmt: skip
     for _ in range(repeat):
+        gc.collect()  # each timed run starts with no pending garbage (see the docstring)
         started = time.process_time()
         plan = evaluate(project, stack)
         runs["plan"].append(time.process_time() - started)
+        gc.collect()
         runs["sdk_same"].append(sdk_same(resources))
+        gc.collect()
         runs["sdk_program"].append(sdk_program(project, stack, answers))
+        gc.collect()
         runs["sdk_bare"].append(sdk_bare(count))
         runs["checks"].append(checks(plan))
         runs["no_sim"].append(checks(plan, simulation=False))
