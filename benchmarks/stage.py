@@ -9,6 +9,9 @@ Each tool runs as the user runs it, a command in its own process:
   sync    `aws s3 sync SRC s3://...`, first upload, then the re-run (everything there)
   cp      `aws s3 cp SRC s3://... --recursive`, first upload (re-sends everything on a re-run)
   stage   `llmcloud stage SRC s3://...`, first upload (cold hash cache), then the re-run
+With `--before REV`, `stage` also runs from a copy of the tree at REV (`git archive`, same
+venv) as `stage-before`, in the same rounds, and the ratios now / REV are reported too (both
+trees then run as `python -m infra` from their root, not the console script).
 Runs are interleaved (the order rotates each round) and each writes to a fresh prefix,
 deleted afterwards so the server's memory stays flat. Reported: the median wall time and
 client CPU (user + system of the command, from wait4) of each, the ratios stage / AWS CLI
@@ -17,7 +20,8 @@ client CPU (user + system of the command, from wait4) of each, the ratios stage 
 The AWS CLI is installed from PyPI into the benchmark's own venv (AWSCLI_VENV, gitignored),
 never into the project's; `--awscli PATH` uses another `aws` executable instead.
 
-    python benchmarks/stage.py [--sets small,medium,large] [--repeat 3] [--reruns 3] [--json]
+    python benchmarks/stage.py [--sets small,medium,large] [--repeat 3] [--reruns 3]
+                               [--before REV] [--json]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ KIB = 1024
 AWSCLI_REQUIREMENT = "awscli==1.46.3"
 AWSCLI_VENV = ROOT / ".venv-bench-awscli"
 LLMCLOUD = ROOT / ".venv" / "bin" / "llmcloud"
+PYTHON = ROOT / ".venv" / "bin" / "python"
 
 DATA_SETS: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
     "small": (2000, 64 * KIB),
@@ -166,11 +171,15 @@ class Measured:
         }
 
 
-def run_command(argv: list[str], env: dict[str, str], server_pid: int, into: Measured) -> None:
+def run_command(
+    argv: list[str], env: dict[str, str], server_pid: int, into: Measured, cwd: Path | None = None
+) -> None:
     """Run `argv`, recording wall time, its CPU and peak RSS (wait4), and the server's CPU."""
     server_before = server_cpu_seconds(server_pid)
     started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     assert process.stderr is not None
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -203,15 +212,17 @@ def bench_set(
     key_arn: str,
     s3: Any,
     reruns: int = 1,
+    before: Path | None = None,
 ) -> dict[str, Measured]:
     env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
     aws_flags = ["--endpoint-url", endpoint, "--sse", "aws:kms", "--sse-kms-key-id", key_arn]
     aws_flags += ["--only-show-errors", "--no-progress"]
     stage_flags = ["--endpoint-url", endpoint, "--region", REGION, "--kms-key", key_arn]
-    results = {k: Measured() for k in ("sync", "sync-rerun", "cp", "stage", "stage-rerun")}
-    tools = ["sync", "cp", "stage"]
+    tools = ["sync", "cp", "stage"] + (["stage-before"] if before is not None else [])
+    results = {k: Measured() for t in tools for k in (t, f"{t}-rerun") if k != "cp-rerun"}
     for run in range(repeat):
-        order = tools[run % 3 :] + tools[: run % 3]  # rotate: nobody always goes first
+        turn = run % len(tools)
+        order = tools[turn:] + tools[:turn]  # rotate: nobody always goes first
         for tool in order:
             prefix = f"{name}-{tool}-{run}"
             url = f"s3://{BUCKET}/{prefix}"
@@ -227,9 +238,15 @@ def bench_set(
                 with tempfile.TemporaryDirectory() as cache:  # first upload: a cold cache
                     stage_env = {**env, "LLMCLOUD_CACHE_DIR": cache}
                     argv = [str(LLMCLOUD), "stage", str(src), url, *stage_flags]
-                    run_command(argv, stage_env, pid, results["stage"])
+                    cwd = None
+                    if before is not None:
+                        # both trees started alike: `python -m` from the tree's root, which
+                        # puts that tree first on sys.path
+                        cwd = before if tool == "stage-before" else ROOT
+                        argv = [str(PYTHON), "-m", "infra", *argv[1:]]
+                    run_command(argv, stage_env, pid, results[tool], cwd)
                     for _ in range(reruns):
-                        run_command(argv, stage_env, pid, results["stage-rerun"])
+                        run_command(argv, stage_env, pid, results[f"{tool}-rerun"], cwd)
             delete_prefix(s3, prefix)
     return results
 
@@ -241,7 +258,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def summarize(name: str, results: dict[str, Measured]) -> dict[str, Any]:
     m = {k: v.medians() for k, v in results.items()}
     files, size = DATA_SETS[name]
-    return {
+    summary: dict[str, Any] = {
         "files": files,
         "bytes_per_file": size,
         "median": m,
@@ -259,6 +276,18 @@ def summarize(name: str, results: dict[str, Measured]) -> dict[str, Any]:
         },
         "raw": {k: vars(v) for k, v in results.items()},
     }
+    if "stage-before" in m:
+        summary["ratios_stage_over_before"] = {
+            "rerun_wall": _ratio(m["stage-rerun"]["wall_s"], m["stage-before-rerun"]["wall_s"]),
+            "first_wall": _ratio(m["stage"]["wall_s"], m["stage-before"]["wall_s"]),
+            "first_client_cpu": _ratio(
+                m["stage"]["client_cpu_s"], m["stage-before"]["client_cpu_s"]
+            ),
+            "first_server_cpu": _ratio(
+                m["stage"]["server_cpu_s"], m["stage-before"]["server_cpu_s"]
+            ),
+        }
+    return summary
 
 
 def main() -> None:
@@ -269,6 +298,7 @@ def main() -> None:
         "--reruns", type=int, default=1, help="re-runs per tool and round (a re-run is short)"
     )
     parser.add_argument("--awscli", help="an `aws` executable (default: the benchmark venv)")
+    parser.add_argument("--before", help="also run stage from the tree at this git revision")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     names = [n for n in args.sets.split(",") if n]
@@ -293,9 +323,15 @@ def main() -> None:
         "load_avg_at_start": os.getloadavg(),
         "repeat": args.repeat,
         "reruns": args.reruns,
+        "before": args.before,
         "sets": {},
     }
     with tempfile.TemporaryDirectory() as tmp, moto_server() as (endpoint, pid):
+        before = None
+        if args.before:
+            from startup import export_tree  # benchmarks/startup.py: `git archive` of REV
+
+            before = export_tree(args.before, Path(tmp) / "before")
         s3 = client("s3", region=REGION, endpoint_url=endpoint)
         kms = client("kms", region=REGION, endpoint_url=endpoint)
         key_arn = kms.create_key(Description="bench data key")["KeyMetadata"]["Arn"]
@@ -317,7 +353,7 @@ def main() -> None:
             files, size = DATA_SETS[name]
             src = make_dataset(Path(tmp) / name, files, size)
             results = bench_set(
-                name, src, args.repeat, aws, endpoint, pid, key_arn, s3, args.reruns
+                name, src, args.repeat, aws, endpoint, pid, key_arn, s3, args.reruns, before
             )
             report["sets"][name] = summarize(name, results)
             shutil.rmtree(src)
@@ -339,6 +375,8 @@ def _print_set(name: str, summary: dict[str, Any]) -> None:
         )
     for ratio, value in summary["ratios_stage_over_awscli"].items():
         print(f"  stage / aws  {ratio:<26} {value}")
+    for ratio, value in summary.get("ratios_stage_over_before", {}).items():
+        print(f"  now / before {ratio:<26} {value}")
 
 
 if __name__ == "__main__":
