@@ -15,6 +15,7 @@ import importlib
 import json
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -128,18 +129,24 @@ def _input_fields(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
     return pulumi_types.input_type_types(cls), pulumi_types.input_type_py_to_pulumi_names(cls)
 
 
-_CANDIDATES: dict[Any, tuple[Any, ...]] = {}  # per declared annotation: the walks run per value
+def _per_annotation(table: dict, compute: Callable[[Any], Any], typ: Any) -> Any:
+    """`compute(typ)`, once per declared annotation (the walks run per value); an
+    annotation that cannot be hashed is computed each time."""
+    try:
+        return table[typ]
+    except KeyError:
+        found = table[typ] = compute(typ)
+        return found
+    except TypeError:
+        return compute(typ)
+
+
+_CANDIDATES: dict[Any, tuple[Any, ...]] = {}
 
 
 def _candidates(typ: Any) -> tuple[Any, ...]:
     """Strip Input/Optional/Union/Awaitable/Output down to the concrete types a value may be."""
-    try:
-        return _CANDIDATES[typ]
-    except KeyError:
-        found = _CANDIDATES[typ] = tuple(_strip(typ))
-        return found
-    except TypeError:  # an annotation that cannot be hashed
-        return tuple(_strip(typ))
+    return _per_annotation(_CANDIDATES, lambda t: tuple(_strip(t)), typ)
 
 
 def _strip(typ: Any) -> list[Any]:
@@ -216,13 +223,7 @@ def _walk_steps(typ: Any) -> tuple[tuple[str, Any, bool], ...]:
     """What a value of a declared annotation may be, tried in order, compiled once per
     annotation: ("obj", input type, _), ("seq", element annotation, _), ("map", value
     annotation, whether its values are input types to walk)."""
-    try:
-        return _WALK_STEPS[typ]
-    except KeyError:
-        found = _WALK_STEPS[typ] = _compile_steps(typ)
-        return found
-    except TypeError:  # an annotation that cannot be hashed
-        return _compile_steps(typ)
+    return _per_annotation(_WALK_STEPS, _compile_steps, typ)
 
 
 def _compile_steps(typ: Any) -> tuple[tuple[str, Any, bool], ...]:
@@ -322,13 +323,7 @@ _NESTED_FIELDS: dict[Any, dict[str, Any] | None] = {}
 def nested_input_fields(typ: Any) -> dict[str, Any] | None:
     """The fields of the input type a declared input annotation resolves to (None if none);
     once per annotation (the output synthesis asks per recorded object)."""
-    try:
-        return _NESTED_FIELDS[typ]
-    except KeyError:
-        found = _NESTED_FIELDS[typ] = _nested_input_fields(typ)
-        return found
-    except TypeError:  # an annotation that cannot be hashed
-        return _nested_input_fields(typ)
+    return _per_annotation(_NESTED_FIELDS, _nested_input_fields, typ)
 
 
 def _nested_input_fields(typ: Any) -> dict[str, Any] | None:
