@@ -199,6 +199,54 @@ def same_resources(plan: Plan) -> list[tuple[type, str, dict]]:
     return out
 
 
+def same_tree(plan: Plan) -> list[tuple[str, type | None, str, dict, str | None, str | None]]:
+    """Every registration the plan recorded, in order: (urn, class or None for a component,
+    type token, python kwargs, parent urn, provider urn). The stack itself is the root."""
+    out = []
+    for r in plan.resources:
+        if r.type == "pulumi:pulumi:Stack":
+            continue
+        cls, args = resource_class(r.type), args_class(r.type)
+        kwargs: dict = {}
+        if r.custom and cls is not None and args is not None:
+            to_python = {v: k for k, v in pulumi_types.input_type_py_to_pulumi_names(args).items()}
+            kwargs = {
+                to_python.get(k, k): v
+                for k, v in r.inputs.items()
+                if not (r.type.startswith("kubernetes:") and k in ("apiVersion", "kind"))
+            }
+        elif r.custom:
+            cls, kwargs = pulumi.CustomResource, {"props": dict(r.inputs)}
+        out.append((r.urn, cls if r.custom else None, r.type, {"name": r.name, **kwargs},
+                    r.parent, r.provider))  # fmt: skip
+    return out
+
+
+def sdk_tree(tree: list) -> float:
+    """The SDK registering the plan's whole tree (components with their children, explicit
+    providers, custom resources through their typed classes) under the stock mocks."""
+
+    def program() -> None:
+        made: dict[str, pulumi.Resource] = {}
+        for urn, cls, token, kwargs, parent, provider in tree:
+            opts = pulumi.ResourceOptions(
+                parent=made.get(parent or ""), provider=made.get(provider or "")
+            )
+            kwargs = dict(kwargs)
+            name = kwargs.pop("name")
+            if cls is None:
+                made[urn] = pulumi.ComponentResource(token, name, None, opts)
+            elif cls is pulumi.CustomResource:
+                made[urn] = pulumi.CustomResource(token, name, kwargs["props"], opts)
+            else:
+                made[urn] = cls(name, **kwargs, opts=opts)
+        for registered in made.values():
+            if type(registered) is pulumi.ComponentResource:
+                registered.register_outputs({})
+
+    return _run_under_stock_mocks(program)
+
+
 def sdk_same(resources: list[tuple[type, str, dict]]) -> float:
     def program() -> None:
         for cls, name, kwargs in resources:
@@ -295,13 +343,16 @@ def simulation_share(project: Path, stack: str, repeat: int) -> None:
 def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, float]:
     plan = evaluate(project, stack, check_schema=True)  # warm-up: imports, schema caches
     count, resources = len(plan.resources), same_resources(plan)
+    tree = same_tree(plan)
     answers = plan_answers(project, stack)
     sdk_same(resources)
+    sdk_tree(tree)
     sdk_program(project, stack, answers)
     sdk_bare(count)
     checks(plan)
     runs: dict[str, list[float]] = {
-        "plan": [], "sdk_same": [], "sdk_program": [], "sdk_bare": [], "checks": [], "no_sim": []
+        "plan": [], "sdk_same": [], "sdk_tree": [], "sdk_program": [], "sdk_bare": [],
+        "checks": [], "no_sim": [],
     }  # fmt: skip
     for _ in range(repeat):
         gc.collect()  # each timed run starts with no pending garbage (see the docstring)
@@ -310,6 +361,8 @@ def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, flo
         runs["plan"].append(time.process_time() - started)
         gc.collect()
         runs["sdk_same"].append(sdk_same(resources))
+        gc.collect()
+        runs["sdk_tree"].append(sdk_tree(tree))
         gc.collect()
         runs["sdk_program"].append(sdk_program(project, stack, answers))
         gc.collect()
@@ -327,6 +380,10 @@ def measure(label: str, project: Path, stack: str, repeat: int) -> dict[str, flo
         f"    = sdk_program / sdk_same {median['sdk_program'] / median['sdk_same']:.2f} (the "
         f"program's own work) x plan / sdk_program {median['plan'] / median['sdk_program']:.2f} "
         "(the engine's: recording, synthesis, checks, files)"
+    )
+    print(
+        f"  plan / sdk_tree = {median['plan'] / median['sdk_tree']:.2f}  (the same tree: "
+        "components, explicit providers and parents too)"
     )
     print(f"  plan / sdk_bare = {median['plan'] / median['sdk_bare']:.2f}")
     return {"count": float(count), **median}
