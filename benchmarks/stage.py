@@ -277,15 +277,13 @@ def summarize(name: str, results: dict[str, Measured]) -> dict[str, Any]:
         "raw": {k: vars(v) for k, v in results.items()},
     }
     if "stage-before" in m:
+        now, before = m["stage"], m["stage-before"]
         summary["ratios_stage_over_before"] = {
             "rerun_wall": _ratio(m["stage-rerun"]["wall_s"], m["stage-before-rerun"]["wall_s"]),
-            "first_wall": _ratio(m["stage"]["wall_s"], m["stage-before"]["wall_s"]),
-            "first_client_cpu": _ratio(
-                m["stage"]["client_cpu_s"], m["stage-before"]["client_cpu_s"]
-            ),
-            "first_server_cpu": _ratio(
-                m["stage"]["server_cpu_s"], m["stage-before"]["server_cpu_s"]
-            ),
+            **{
+                f"first_{key.removesuffix('_s')}": _ratio(now[key], before[key])
+                for key in ("wall_s", "client_cpu_s", "server_cpu_s")
+            },
         }
     return summary
 
