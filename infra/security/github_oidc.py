@@ -17,7 +17,7 @@ import pulumi_aws as aws
 from infra.config import CiConfig
 from infra.context import Context, policy_document
 from infra.contracts import STS_AUDIENCE
-from infra.security.roles import managed_policy_arn
+from infra.security.roles import attach_managed_policies, managed_policy_arn
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 # The thumbprint list is optional for GitHub's issuer since 2023 (IAM trusts its CA
@@ -123,13 +123,7 @@ class GithubOidc(pulumi.ComponentResource):
             max_session_duration=3600,
             opts=child,
         )
-        for policy in DEPLOY_MANAGED_POLICIES:
-            aws.iam.RolePolicyAttachment(
-                f"deploy-{policy}",
-                role=self.deploy_role.name,
-                policy_arn=managed_policy_arn(ctx, policy),
-                opts=child,
-            )
+        attach_managed_policies(self.deploy_role, "deploy", DEPLOY_MANAGED_POLICIES, ctx, child)
         self.register_outputs(
             {"preview_role_arn": self.preview_role.arn, "deploy_role_arn": self.deploy_role.arn}
         )

@@ -14,7 +14,7 @@ prefix with it; the principals allowed are listed in `security.data_stager_arns`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +44,24 @@ CLUSTER_MANAGED_POLICIES = ("AmazonEKSClusterPolicy",)
 def managed_policy_arn(ctx: Context, name: str) -> str:
     """ARN of an AWS managed policy; `name` may carry its path (`service-role/X`)."""
     return f"arn:{ctx.partition}:iam::aws:policy/{name}"
+
+
+def attach_managed_policies(
+    role: aws.iam.Role,
+    prefix: str,
+    policies: Iterable[str],
+    ctx: Context,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """One RolePolicyAttachment per AWS managed policy, named `<prefix>-<policy>` (the
+    policy's name without its path)."""
+    for policy in policies:
+        aws.iam.RolePolicyAttachment(
+            f"{prefix}-{policy.rsplit('/', 1)[-1]}",
+            role=role.name,
+            policy_arn=managed_policy_arn(ctx, policy),
+            opts=opts,
+        )
 
 
 def service_trust(
@@ -101,13 +119,7 @@ class ClusterRoles(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        for policy in CLUSTER_MANAGED_POLICIES:
-            aws.iam.RolePolicyAttachment(
-                f"cluster-{policy}",
-                role=self.cluster_role.name,
-                policy_arn=managed_policy_arn(ctx, policy),
-                opts=child,
-            )
+        attach_managed_policies(self.cluster_role, "cluster", CLUSTER_MANAGED_POLICIES, ctx, child)
         aws.iam.RolePolicy(
             "cluster-secrets-key",
             role=self.cluster_role.name,
@@ -136,13 +148,7 @@ class ClusterRoles(pulumi.ComponentResource):
             assume_role_policy=service_trust("ec2.amazonaws.com", ctx, source_account=False),
             opts=child,
         )
-        for policy in NODE_MANAGED_POLICIES:
-            aws.iam.RolePolicyAttachment(
-                f"node-{policy}",
-                role=self.node_role.name,
-                policy_arn=managed_policy_arn(ctx, policy),
-                opts=child,
-            )
+        attach_managed_policies(self.node_role, "node", NODE_MANAGED_POLICIES, ctx, child)
         self.register_outputs(
             {"cluster_role_arn": self.cluster_role.arn, "node_role_arn": self.node_role.arn}
         )
@@ -212,13 +218,7 @@ class PodRole(pulumi.ComponentResource):
                 policy=policy_document(list(args.statements)),
                 opts=child,
             )
-        for policy in args.managed_policies:
-            aws.iam.RolePolicyAttachment(
-                f"{name}-{policy.rsplit('/', 1)[-1]}",
-                role=self.role.name,
-                policy_arn=managed_policy_arn(ctx, policy),
-                opts=child,
-            )
+        attach_managed_policies(self.role, name, args.managed_policies, ctx, child)
         self.service_account_annotations: dict[str, pulumi.Output[str]] = {}
         if args.mode == "pod_identity":
             aws.eks.PodIdentityAssociation(
