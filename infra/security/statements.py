@@ -25,6 +25,7 @@ rules use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -54,6 +55,18 @@ def check_prefix(prefix: str) -> str:
 def objects_arn(bucket_arn: pulumi.Input[str], prefix: str) -> pulumi.Output[str]:
     """ARN of every object under `prefix` in the bucket: `<bucket arn>/<prefix>*`."""
     return pulumi.Output.concat(bucket_arn, "/", check_prefix(prefix), "*")
+
+
+def objects_statement(
+    sid: str, actions: Sequence[str], bucket_arn: pulumi.Input[str], prefix: str
+) -> dict[str, Any]:
+    """`actions` on the objects under `prefix` of one bucket."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": list(actions),
+        "Resource": objects_arn(bucket_arn, prefix),
+    }
 
 
 def list_statement(sid: str, bucket_arn: pulumi.Input[str], prefix: str) -> dict[str, Any]:
@@ -95,19 +108,16 @@ def training_statements(
     """A training job: read its datasets prefix; read, write and delete (checkpoint
     rotation) its checkpoints prefix; list only those prefixes; use the data key."""
     return [
-        {
-            "Sid": "ReadDatasets",
-            "Effect": "Allow",
-            "Action": list(S3_READ_OBJECT_ACTIONS),
-            "Resource": objects_arn(datasets_bucket_arn, datasets_prefix),
-        },
+        objects_statement(
+            "ReadDatasets", S3_READ_OBJECT_ACTIONS, datasets_bucket_arn, datasets_prefix
+        ),
         list_statement("ListDatasets", datasets_bucket_arn, datasets_prefix),
-        {
-            "Sid": "ReadWriteCheckpoints",
-            "Effect": "Allow",
-            "Action": S3_READ_OBJECT_ACTIONS + S3_WRITE_OBJECT_ACTIONS + S3_DELETE_OBJECT_ACTIONS,
-            "Resource": objects_arn(checkpoints_bucket_arn, checkpoints_prefix),
-        },
+        objects_statement(
+            "ReadWriteCheckpoints",
+            S3_READ_OBJECT_ACTIONS + S3_WRITE_OBJECT_ACTIONS + S3_DELETE_OBJECT_ACTIONS,
+            checkpoints_bucket_arn,
+            checkpoints_prefix,
+        ),
         list_statement("ListCheckpoints", checkpoints_bucket_arn, checkpoints_prefix),
         kms_statement("UseDataKey", data_key_arn, KMS_WRITE_ACTIONS, region),
     ]
@@ -122,12 +132,7 @@ def serving_statements(
 ) -> list[dict[str, Any]]:
     """A serving endpoint: read one model's prefix in the models bucket, nothing else."""
     return [
-        {
-            "Sid": "ReadModel",
-            "Effect": "Allow",
-            "Action": list(S3_READ_OBJECT_ACTIONS),
-            "Resource": objects_arn(models_bucket_arn, model_prefix),
-        },
+        objects_statement("ReadModel", S3_READ_OBJECT_ACTIONS, models_bucket_arn, model_prefix),
         list_statement("ListModel", models_bucket_arn, model_prefix),
         kms_statement("DecryptWithDataKey", data_key_arn, KMS_READ_ACTIONS, region),
     ]
@@ -143,12 +148,12 @@ def staging_statements(
     """`llmcloud stage`: write the datasets prefix (multipart uploads, their listing to
     resume), read it back to verify; no deletes: staged data is replaced, never removed."""
     return [
-        {
-            "Sid": "WriteAndVerifyDatasets",
-            "Effect": "Allow",
-            "Action": S3_WRITE_OBJECT_ACTIONS + S3_READ_OBJECT_ACTIONS,
-            "Resource": objects_arn(datasets_bucket_arn, datasets_prefix),
-        },
+        objects_statement(
+            "WriteAndVerifyDatasets",
+            S3_WRITE_OBJECT_ACTIONS + S3_READ_OBJECT_ACTIONS,
+            datasets_bucket_arn,
+            datasets_prefix,
+        ),
         list_statement("ListDatasets", datasets_bucket_arn, datasets_prefix),
         {
             "Sid": "FindUnfinishedUploads",
