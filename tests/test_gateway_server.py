@@ -70,44 +70,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running_stub() -> Iterator[str]:
+    """The stub upstream on a free loopback port, in a thread; yields its base URL."""
+    stub = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{stub.server_address[1]}"
+    finally:
+        stub.shutdown()
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gateway")
-    stub = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=stub.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{stub.server_address[1]}"
-    audit = tmp / "audit.jsonl"
-    config = {
-        "teams": [
-            {
-                "name": "research",
-                "key_sha256": key_digest(KEYS["research"]),
-                "models": ["llama-70b", "qwen-7b"],
-                "rpm": 3,
-                "tpm": 1000,
-                "tokens_per_day": 100000,
-            },
-            {
-                "name": "product",
-                "key_sha256": key_digest(KEYS["product"]),
-                "models": ["qwen-7b"],
-                "rpm": 100,
-                "tpm": 20,
-                "tokens_per_day": 100000,
-            },
-        ],
-        "routes": [
-            {"model": "llama-70b", "base_url": base, "api_key_env": "UPSTREAM_KEY_LLAMA"},
-            {"model": "qwen-7b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
-        ],
-        "audit_file": str(audit),
-        "log_prompts": False,
-    }
-    path = tmp / "config.json"
-    env = {"UPSTREAM_KEY_LLAMA": UPSTREAM_KEY, "UPSTREAM_KEY_QWEN": UPSTREAM_KEY}
-    with running_gateway(path, config, env) as url:
-        yield {"url": url, "audit": audit, "config": path, "conf": config}
-    stub.shutdown()
+    with running_stub() as base:
+        audit = tmp / "audit.jsonl"
+        config = {
+            "teams": [
+                {
+                    "name": "research",
+                    "key_sha256": key_digest(KEYS["research"]),
+                    "models": ["llama-70b", "qwen-7b"],
+                    "rpm": 3,
+                    "tpm": 1000,
+                    "tokens_per_day": 100000,
+                },
+                {
+                    "name": "product",
+                    "key_sha256": key_digest(KEYS["product"]),
+                    "models": ["qwen-7b"],
+                    "rpm": 100,
+                    "tpm": 20,
+                    "tokens_per_day": 100000,
+                },
+            ],
+            "routes": [
+                {"model": "llama-70b", "base_url": base, "api_key_env": "UPSTREAM_KEY_LLAMA"},
+                {"model": "qwen-7b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
+            ],
+            "audit_file": str(audit),
+            "log_prompts": False,
+        }
+        path = tmp / "config.json"
+        env = {"UPSTREAM_KEY_LLAMA": UPSTREAM_KEY, "UPSTREAM_KEY_QWEN": UPSTREAM_KEY}
+        with running_gateway(path, config, env) as url:
+            yield {"url": url, "audit": audit, "config": path, "conf": config}
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from infra.ops.smoke import GatewayChecks, run_smoke
-from tests.test_gateway_server import UPSTREAM_KEY, Stub, running_gateway
+from tests.test_gateway_server import UPSTREAM_KEY, running_gateway, running_stub
 from workloads.gateway.server import key_digest
 
 TEAM_KEY = "key-smoke-0123456789abcdef"
@@ -29,35 +28,34 @@ REGION = "us-east-2"
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gateway-smoke")
-    stub = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=stub.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{stub.server_address[1]}"
-    audit = tmp / "audit.jsonl"
-    config = {
-        "teams": [
-            {
-                "name": "smoke",
-                "key_sha256": key_digest(TEAM_KEY),
-                "models": ["qwen-7b"],
-                "rpm": 6,
-                "tpm": 100000,
-                "tokens_per_day": 1000000,
-            },
-            {
-                "name": "other",
-                "key_sha256": key_digest(OTHER_KEY),
-                "models": ["qwen-7b", "llama-70b"],
-            },
-        ],
-        "routes": [
-            {"model": "qwen-7b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
-            {"model": "llama-70b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
-        ],
-        "audit_file": str(audit),
-    }
-    with running_gateway(tmp / "config.json", config, {"UPSTREAM_KEY_QWEN": UPSTREAM_KEY}) as url:
-        yield {"url": url, "audit": audit}
-    stub.shutdown()
+    with running_stub() as base:
+        audit = tmp / "audit.jsonl"
+        config = {
+            "teams": [
+                {
+                    "name": "smoke",
+                    "key_sha256": key_digest(TEAM_KEY),
+                    "models": ["qwen-7b"],
+                    "rpm": 6,
+                    "tpm": 100000,
+                    "tokens_per_day": 1000000,
+                },
+                {
+                    "name": "other",
+                    "key_sha256": key_digest(OTHER_KEY),
+                    "models": ["qwen-7b", "llama-70b"],
+                },
+            ],
+            "routes": [
+                {"model": "qwen-7b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
+                {"model": "llama-70b", "base_url": base, "api_key_env": "UPSTREAM_KEY_QWEN"},
+            ],
+            "audit_file": str(audit),
+        }
+        with running_gateway(
+            tmp / "config.json", config, {"UPSTREAM_KEY_QWEN": UPSTREAM_KEY}
+        ) as url:
+            yield {"url": url, "audit": audit}
 
 
 def ship(audit: Path, logs: Any, stop: threading.Event) -> None:
