@@ -201,22 +201,21 @@ def run_smoke(
 
 def _run(client, root, key, model, result, check, request_id: str) -> None:
     models_url = f"{root}/v1/models"
-    r = client.get(models_url)
-    if not check(
-        "refuses a request without the key",
-        r.status_code in REFUSED,
-        f"GET /v1/models without a key: {_describe(r)}"
-        + ("" if r.status_code in REFUSED else " (expected 401: the endpoint is open)"),
-    ):
-        return
-    r = client.get(models_url, headers=_auth("wrong-" + secrets.token_hex(8)))
-    if not check(
-        "refuses a wrong key",
-        r.status_code in REFUSED,
-        f"GET /v1/models with a wrong key: {_describe(r)}"
-        + ("" if r.status_code in REFUSED else " (expected 401: any key is accepted)"),
-    ):
-        return
+    refusals = (
+        ("refuses a request without the key", {}, "without a key", "the endpoint is open"),
+        (
+            "refuses a wrong key",
+            _auth("wrong-" + secrets.token_hex(8)),
+            "with a wrong key",
+            "any key is accepted",
+        ),
+    )
+    for name, headers, sent, otherwise in refusals:
+        r = client.get(models_url, headers=headers)
+        refused = r.status_code in REFUSED
+        detail = f"GET /v1/models {sent}: {_describe(r)}"
+        if not check(name, refused, detail + ("" if refused else f" (expected 401: {otherwise})")):
+            return
     r = client.get(models_url, headers=_auth(key))
     if r.status_code != 200:
         check("answers with the key", False, f"GET /v1/models with the key: {_describe(r)}")
