@@ -195,6 +195,7 @@ class _Converter:
         self.notes = _Notes()
         self.addresses: dict[str, str] = {}  # URN -> Terraform address
         self.records: dict[str, Resource] = {}
+        self._by_value: dict[str, dict[str, tuple[str, bool]]] = {}
         taken: set[str] = set()
         for r in plan.resources:
             package = r.type.split(":", 1)[0]
@@ -230,23 +231,31 @@ class _Converter:
     # Where a value came from: the dependencies' outputs, by value.
     def _sources(self, r: Resource, prop: str) -> list[tuple[str, dict[str, tuple[str, bool]]]]:
         """[(address, {value: (tf attribute, known at plan)})] of the resources `prop`
-        depends on. An id, or an output the resource computes, is unknown until apply; an
-        output that echoes one of its inputs is known (Pulumi previews echo inputs)."""
-        found = []
-        for urn in (r.property_dependencies or {}).get(prop, ()):
-            dep = self.records.get(urn)
-            address = self.addresses.get(urn)
-            if dep is None or address is None:
-                continue
-            by_value: dict[str, tuple[str, bool]] = {}
-            for key, value in (dep.outputs or {}).items():
-                if isinstance(value, str) and value and value not in by_value:
-                    attr, _ = self.bridge.tf_name(dep.type, key)
-                    by_value[value] = (attr, dep.inputs.get(key) == value)
-            if dep.id:
-                by_value[dep.id] = ("id", False)  # an id is computed, whatever it echoes
-            found.append((address, by_value))
+        depends on."""
+        found = [
+            (self.addresses[urn], self._outputs_by_value(urn))
+            for urn in (r.property_dependencies or {}).get(prop, ())
+            if urn in self.addresses
+        ]
         return sorted(found, key=lambda source: source[0])  # the SDK's set order varies
+
+    def _outputs_by_value(self, urn: str) -> dict[str, tuple[str, bool]]:
+        """{output value: (tf attribute, known at plan)} of one resource, once per resource
+        (every input that depends on it asks). An id, or an output the resource computes,
+        is unknown until apply; an output that echoes one of its inputs is known (Pulumi
+        previews echo inputs)."""
+        if urn in self._by_value:
+            return self._by_value[urn]
+        dep = self.records[urn]
+        by_value: dict[str, tuple[str, bool]] = {}
+        for key, value in (dep.outputs or {}).items():
+            if isinstance(value, str) and value and value not in by_value:
+                attr, _ = self.bridge.tf_name(dep.type, key)
+                by_value[value] = (attr, dep.inputs.get(key) == value)
+        if dep.id:
+            by_value[dep.id] = ("id", False)  # an id is computed, whatever it echoes
+        self._by_value[urn] = by_value
+        return by_value
 
     def convert(self, r: Resource) -> _Converted:
         from infra.plan import schema
