@@ -23,6 +23,7 @@ key" checks judge live keys the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -192,15 +193,9 @@ def run_audit(config: StackConfig, clients: AuditClients, region: str | None = N
         if live is None:
             continue  # a companion resource or the stack: the audit reports on live resources
         report.findings.append(
-            Finding(
-                policy=f.policy,
-                enforcement=f.enforcement,
+            dataclasses.replace(
+                f,
                 urn=None,  # the live view's URNs are not the program's: the ARN identifies it
-                message=f.message,
-                severity=f.severity,
-                waived=f.waived,
-                waiver_reason=f.waiver_reason,
-                waiver_expires=f.waiver_expires,
                 resource=live.arn,
                 kind=live.kind,
                 resource_name=_urn_name(f.urn),
