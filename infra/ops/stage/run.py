@@ -174,7 +174,7 @@ class _Stager:
     def _hash(self, file: LocalFile, layout: int | None) -> Digest:
         # A file of multipart size waits for a hash lane: large files hash a few at a time
         # in file order, the first one's upload overlapping the next one's hashing.
-        lane = self._hash_lanes if file.size >= self.options.part_size_bytes else None
+        lane = self._hash_lanes if self.layout(file.size) is not None else None
         with lane or contextlib.nullcontext():
             if self.stop.is_set():
                 raise Cancelled()
