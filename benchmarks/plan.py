@@ -22,10 +22,12 @@ of --repeat runs:
               the scheduling simulation (its growth from 1× to N× must be linear)
   no_sim      the same without the simulation (every rule but `k8s-schedulable`)
 
-Both SDK floors run with the settings the engine itself uses (cyclic GC off, stack traces
-reduced to the source position), timed like `evaluate` up to after the collector is on again
-(its first pass over what the run allocated counts on both sides), so the ratio measures the
-engine, not the settings. Each timed run starts after a full collection (outside the
+Every SDK floor runs under the settings the engine itself uses (`infra.plan.sdk_runtime.
+sdk_settings`: cyclic GC off, stack traces reduced to the source position, and the SDK's
+dependency walks, unknown checks and annotation types done cheaper with the same answers),
+timed like `evaluate`: the stack is dropped inside the settings, so the run's resources are
+garbage when the collector is on again, and its first pass over what the run allocated (and
+freeing it) counts on both sides. So a ratio measures the engine, not the settings. Each timed run starts after a full collection (outside the
 clock), so a full pass over the imported modules' objects, due from the allocations of the
 run before, never lands in a later run's time. Times are CPU seconds of this process (all
 threads: the mock monitor runs in the SDK's executor), which a shared machine disturbs far
@@ -75,14 +77,13 @@ sys.path.insert(0, str(ROOT))
 from infra.config import read_project, read_stack_file, stack_file  # noqa: E402
 from infra.plan.engine import (  # noqa: E402
     Plan,
-    _fast_stack_traces,
-    _no_cyclic_gc,
     _program_environment,
     engine_config,
     evaluate,
 )
 from infra.plan.mocks import PlanMocks  # noqa: E402
 from infra.plan.schema import args_class, resource_class  # noqa: E402
+from infra.plan.sdk_runtime import no_cyclic_gc, sdk_settings  # noqa: E402
 
 
 class _TrivialMocks(pulumi.runtime.Mocks):
@@ -104,13 +105,15 @@ def _run_under_stock_mocks(program) -> float:
     settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(_TrivialMocks(), project="bench", stack="bench", preview=False)
     started = time.process_time()
-    with _fast_stack_traces(), _no_cyclic_gc():
-        _sync_await(run_pulumi_func(program))
-    # timed to after the `with`, as `evaluate` is: both pay the collector's first pass over
-    # what the run allocated once it is enabled again
-    elapsed = time.process_time() - started
-    settings.set_root_resource(None)  # type: ignore[arg-type]
-    return elapsed
+    with sdk_settings():
+        try:
+            _sync_await(run_pulumi_func(program))
+        finally:
+            settings.set_root_resource(None)  # type: ignore[arg-type]
+    # timed to after the `with`, as `evaluate` is: both drop the stack (so the run's
+    # resources become garbage) inside it, and both pay the collector's first pass over what
+    # the run allocated once it is enabled again
+    return time.process_time() - started
 
 
 class _ReplayMocks(pulumi.runtime.Mocks):
@@ -163,8 +166,14 @@ def sdk_program(project: Path, stack: str, answers: tuple[dict, dict]) -> float:
     try:
         with _program_environment(project):
             started = time.process_time()
-            with _fast_stack_traces(), _no_cyclic_gc():
-                _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            with sdk_settings():
+                try:
+                    _sync_await(
+                        run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__"))
+                    )
+                finally:  # as `evaluate`: inside the settings, so timed alike
+                    settings.set_root_resource(None)  # type: ignore[arg-type]
+                    set_all_config({}, [])
             return time.process_time() - started
     finally:
         settings.set_root_resource(None)  # type: ignore[arg-type]
@@ -295,7 +304,7 @@ def checks(plan: Plan, simulation: bool = True) -> float:
     settings = PolicySettings.for_stack(None, drop_waived=False)
     only = None if simulation else [p.name for p in build_policies() if p.name != SCHEDULING_RULE]
     started = time.process_time()
-    with _no_cyclic_gc():  # as `run_plan`
+    with no_cyclic_gc():  # as `run_plan`
         evaluate_policies(plan, settings, only=only)
         estimate_cost(plan, None)
         if simulation:

@@ -11,7 +11,6 @@ provider, then check every input against the SDK's typed declarations.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import json
 import linecache
@@ -30,10 +29,9 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.config import set_all_config
-from pulumi.runtime.proto import resource_pb2, source_pb2
+from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
@@ -41,6 +39,7 @@ from infra.config import ConfigError, read_project, read_stack_file, stack_file
 from infra.config.loading import load_yaml, yaml_read_once
 from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
 from infra.plan.schema import UnknownProperty, check_inputs
+from infra.plan.sdk_runtime import sdk_settings
 from infra.plan.secrets import (
     PassphraseCrypter,
     SecretsError,
@@ -525,58 +524,6 @@ def _environment_config() -> tuple[dict[str, str], list[str]]:
     return config, secret
 
 
-def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
-    """`pulumi.runtime.resource._get_stack_trace`, reduced to what the mock monitor keeps.
-
-    The SDK captures a stack trace per registration for the engine's display, reading every
-    frame's source line and resolving every frame's path; the mock monitor discards all of it
-    but the source position (the first frame: the program's line that constructed the
-    resource). This finds that frame the way the SDK does (the caller of the third
-    `__init__` up the stack: the resource class, its typed base, `Resource.__init__`) without
-    extracting the stack or reading any source, and returns it as the trace's only frame."""
-    frame = sys._getframe(1)
-    inits = 0
-    while frame is not None:
-        if frame.f_code.co_name == "__init__":
-            inits += 1
-            if inits == 3:
-                break
-        frame = frame.f_back
-    caller = frame.f_back if frame is not None else None
-    if caller is None:
-        return source_pb2.StackTrace()
-    summary = traceback.FrameSummary(
-        caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name, lookup_line=False
-    )
-    return source_pb2.StackTrace(
-        frames=[source_pb2.StackFrame(pc=pulumi_resource._get_source_position_for_frame(summary))]
-    )
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The SDK allocates tens of thousands of short-lived futures and tasks that reference
-    each other; with the cyclic collector on, its passes over the growing heap cost a third
-    of a large plan. A plan is bounded, so collect once afterwards instead."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@contextmanager
-def _fast_stack_traces() -> Iterator[None]:
-    original = pulumi_resource._get_stack_trace
-    pulumi_resource._get_stack_trace = _stack_trace_without_source_lines
-    try:
-        yield
-    finally:
-        pulumi_resource._get_stack_trace = original
-
-
 @contextmanager
 def _recorded_apply_failures(failures: _Failures) -> Iterator[None]:
     original = pulumi.Output.apply
@@ -748,8 +695,7 @@ def _evaluate(
         failures = _Failures()
         with (
             _program_environment(project_dir),
-            _fast_stack_traces(),
-            _no_cyclic_gc(),
+            sdk_settings(),
             _recorded_apply_failures(failures),
         ):
             try:

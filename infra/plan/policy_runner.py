@@ -36,8 +36,9 @@ from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from infra.config import StackConfig, read_stack_file
-from infra.plan.engine import Plan, Resource, _no_cyclic_gc
+from infra.plan.engine import Plan, Resource
 from infra.plan.results import Violation
+from infra.plan.sdk_runtime import no_cyclic_gc
 from policies.rules import build_policies
 from policies.rules.base import PolicySettings, StackView
 
@@ -67,7 +68,7 @@ def evaluate_policies(
 ) -> list[Violation]:
     """Run the pack (or the rules named in `only`) with explicit settings. `names` gives a
     resource's other names (URN -> live ARN, physical name) that waivers may match."""
-    with _no_cyclic_gc():  # as the engine: the rules allocate much, free by refcount
+    with no_cyclic_gc():  # as the engine: the rules allocate much, free by refcount
         return _evaluate_policies(plan, settings, only, names)
 
 

@@ -16,10 +16,11 @@ from infra.config import (
 )
 from infra.config.loading import yaml_read_once
 from infra.plan.cost import estimate_cost
-from infra.plan.engine import Plan, PlanError, _no_cyclic_gc, evaluate
+from infra.plan.engine import Plan, PlanError, evaluate
 from infra.plan.policy_runner import run_policies
 from infra.plan.results import CostReport, Violation
 from infra.plan.scheduling import SchedulingReport, simulate_plan
+from infra.plan.sdk_runtime import no_cyclic_gc
 
 
 @dataclass
@@ -96,7 +97,7 @@ def _run_plan(project_dir: Path, stack: str, policy_config: Path | None) -> Plan
     except (ConfigError, PolicyConfigError) as e:
         raise PlanError(str(e)) from None
     plan = evaluate(project_dir, stack)
-    with _no_cyclic_gc():  # as the evaluation: the checks allocate much and free by refcount
+    with no_cyclic_gc():  # as the evaluation: the checks allocate much and free by refcount
         violations = (
             run_policies(plan, config)
             if policy_config is None and section is None
