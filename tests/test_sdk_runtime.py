@@ -8,6 +8,7 @@ import random
 from contextlib import ExitStack, contextmanager
 
 import pulumi
+import pytest
 from pulumi import _types as pulumi_types
 from pulumi.output import Unknown
 from pulumi.runtime import resource as pulumi_resource
@@ -15,7 +16,7 @@ from pulumi.runtime import resource_cycle_breaker, rpc
 
 import infra.plan.engine as engine
 from infra.plan import sdk_runtime
-from infra.plan.engine import evaluate
+from infra.plan.engine import ProgramError, evaluate
 from infra.platform import Platform
 from tests.conftest import write_project
 
@@ -155,6 +156,20 @@ single = aws.sqs.Queue("single", opts=pulumi.ResourceOptions(depends_on=key))
 pulumi.export("bucket", store.bucket.bucket)
 """
 
+CYCLE = """
+import pulumi, pulumi_aws as aws
+
+class Box(pulumi.ComponentResource):
+    def __init__(self, name):
+        super().__init__("demo:index:Box", name, None, None)
+        aws.s3.Bucket(f"{name}-first", opts=pulumi.ResourceOptions(parent=self))
+        # a child that waits for its own component: it would wait for itself
+        aws.s3.Bucket(f"{name}-second", opts=pulumi.ResourceOptions(parent=self, depends_on=[self]))
+        self.register_outputs({})
+
+Box("box")
+"""
+
 
 @contextmanager
 def _sdk_originals_except_traces():
@@ -201,6 +216,20 @@ def test_a_program_with_components_records_the_same_dependencies_as_under_the_sd
     assert by_name["data-inner-pab"].urn in by_name["queue"].dependencies
     assert by_name["topic"].urn in by_name["queue"].dependencies
     assert by_name["single"].dependencies == [by_name["key"].urn]
+
+
+def test_a_dependency_cycle_is_the_sdks_error_with_or_without_the_engines_settings(
+    tmp_path, monkeypatch
+):
+    project = write_project(tmp_path / "cycle", CYCLE)
+    for run in (
+        lambda: evaluate(project, "dev"),
+        lambda: _plan_with_sdk_originals(monkeypatch, project, "dev"),
+    ):
+        with pytest.raises(ProgramError, match="circular dependency"):
+            run()
+    # the failed runs leave nothing behind for the next plan in this process
+    assert evaluate(write_project(tmp_path / "next", COMPONENTS), "dev").outputs["bucket"]
 
 
 def test_the_dev_stack_records_the_same_dependencies_as_under_the_sdk(

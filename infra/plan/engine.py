@@ -11,6 +11,7 @@ provider, then check every input against the SDK's typed declarations.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import linecache
@@ -524,6 +525,44 @@ def _environment_config() -> tuple[dict[str, str], list[str]]:
     return config, secret
 
 
+def _abandon_unfinished_work() -> None:
+    """What a failed program leaves behind, cleared before the next plan in this process.
+
+    Registrations and Outputs still running on the thread's event loop are cancelled and
+    drained; failed ones in the SDK's set of tracked Outputs (which `set_mocks` does not
+    renew) are dropped, or the next plan would await them and fail with this one's error.
+    Then the run's garbage is collected at once, with the loop's "exception was never
+    retrieved" reports silenced (the error is reported once, as the PlanError): left to a
+    later collection, those finalizers run inside whatever code allocates next: inside an
+    `ast.parse` (the rule registry reads its sources) they aborted it on CPython 3.11.7 with
+    "AST constructor recursion depth mismatch" (python/cpython#106905 is that error's known
+    cause; whether its fix reaches 3.11 was not checked here)."""
+    loop = _ensure_event_loop()
+    unfinished = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in unfinished:
+        task.cancel()
+    if unfinished:
+        loop.run_until_complete(asyncio.gather(*unfinished, return_exceptions=True))
+    del unfinished
+    with settings.SETTINGS.lock:
+        settings.SETTINGS.outputs.clear()
+    handler = loop.get_exception_handler()
+
+    def unless_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "never retrieved" in context.get("message", ""):
+            return
+        if handler is None:
+            loop.default_exception_handler(context)
+        else:
+            handler(loop, context)
+
+    loop.set_exception_handler(unless_unretrieved)
+    try:
+        gc.collect()
+    finally:
+        loop.set_exception_handler(handler)
+
+
 @contextmanager
 def _recorded_apply_failures(failures: _Failures) -> Iterator[None]:
     original = pulumi.Output.apply
@@ -698,8 +737,10 @@ def _evaluate(
             sdk_settings(),
             _recorded_apply_failures(failures),
         ):
+            failed = True
             try:
                 _sync_await(run_pulumi_func(program_and_exports))
+                failed = False
             except (ConfigError, pulumi.RunError) as e:
                 raise PlanError(str(e)) from None
             except Exception as e:
@@ -708,6 +749,8 @@ def _evaluate(
             finally:
                 settings.set_root_resource(None)  # type: ignore[arg-type]
                 set_all_config({}, [])
+                if failed:
+                    _abandon_unfinished_work()
         elapsed = time.perf_counter() - started
 
     if collector.errors:
