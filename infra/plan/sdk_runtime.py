@@ -17,7 +17,7 @@ import gc
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +40,17 @@ def sdk_settings() -> Iterator[None]:
         stack.enter_context(cached_annotation_types())
         stack.enter_context(no_cyclic_gc())
         yield
+
+
+@contextmanager
+def _replaced(module: Any, name: str, value: Any) -> Iterator[None]:
+    """`module.name` is `value` inside the block, and what it was again after it."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 @contextmanager
@@ -94,14 +105,8 @@ def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
     return source_pb2.StackTrace(frames=[source_pb2.StackFrame(pc=position)])
 
 
-@contextmanager
-def fast_stack_traces() -> Iterator[None]:
-    original = pulumi_resource._get_stack_trace
-    pulumi_resource._get_stack_trace = _stack_trace_without_source_lines
-    try:
-        yield
-    finally:
-        pulumi_resource._get_stack_trace = original
+def fast_stack_traces() -> AbstractContextManager[None]:
+    return _replaced(pulumi_resource, "_get_stack_trace", _stack_trace_without_source_lines)
 
 
 # ------------------------------------------------------------------ dependencies
@@ -166,13 +171,11 @@ def fast_dependency_walks() -> Iterator[None]:
     """The SDK checks every dependency a resource declares for a cycle by walking all that
     the dependency itself depends on, and wraps each `depends_on` entry in an Output. Both
     answered the same, cheaper: see `declare_dependency` and `_depends_on_urns`."""
-    originals = (rpc.declare_dependency, pulumi_resource._resolve_depends_on_urns)
-    rpc.declare_dependency = declare_dependency
-    pulumi_resource._resolve_depends_on_urns = _depends_on_urns
-    try:
+    with (
+        _replaced(rpc, "declare_dependency", declare_dependency),
+        _replaced(pulumi_resource, "_resolve_depends_on_urns", _depends_on_urns),
+    ):
         yield
-    finally:
-        rpc.declare_dependency, pulumi_resource._resolve_depends_on_urns = originals
 
 
 # ------------------------------------------------------------------ unknown values
@@ -212,16 +215,10 @@ def contains_unknowns(value: Any) -> bool:
     return False
 
 
-@contextmanager
-def fast_unknown_checks() -> Iterator[None]:
+def fast_unknown_checks() -> AbstractContextManager[None]:
     """Every Output's data is checked for unknowns when it resolves (`_OutputData.__post_init__`
     and `Output.future` call `output.contains_unknowns`, which calls `rpc.contains_unknowns`)."""
-    original = rpc.contains_unknowns
-    rpc.contains_unknowns = contains_unknowns
-    try:
-        yield
-    finally:
-        rpc.contains_unknowns = original
+    return _replaced(rpc, "contains_unknowns", contains_unknowns)
 
 
 # ------------------------------------------------------------------ declared types
@@ -239,11 +236,5 @@ def _types_from_annotations(cls: type) -> dict[str, type]:
     return _sdk_types_from_annotations(cls)
 
 
-@contextmanager
-def cached_annotation_types() -> Iterator[None]:
-    original = pulumi_types._types_from_annotations
-    pulumi_types._types_from_annotations = _types_from_annotations
-    try:
-        yield
-    finally:
-        pulumi_types._types_from_annotations = original
+def cached_annotation_types() -> AbstractContextManager[None]:
+    return _replaced(pulumi_types, "_types_from_annotations", _types_from_annotations)
