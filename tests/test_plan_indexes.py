@@ -11,6 +11,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from infra.plan.scheduling import Obj, simulate
 from policies.rules.base import StackView
+from tests.test_scheduling import gpu_pod, l40s_group
 
 BUCKET = "aws:s3/bucketV2:BucketV2"
 CHILD = "aws:s3/bucketVersioningV2:BucketVersioningV2"
@@ -69,35 +70,9 @@ def test_linked_falls_back_to_a_single_dependency_only():
     assert view.linked(two, "bucket", [a, b], "bucket") == []
 
 
-COMPONENT = "urn:pulumi:t::p::llmcloud:cluster:GpuNodeGroup::gpu-l40s"
-
-
-def l40s_group(max_size: int) -> list[Obj]:
-    group = Obj(
-        urn="urn:ng",
-        type="aws:eks/nodeGroup:NodeGroup",
-        name="gpu-l40s-node-group",
-        parent=COMPONENT,
-        props={
-            "nodeGroupName": "l40s",
-            "instanceTypes": ["g6e.12xlarge"],
-            "scalingConfig": {"minSize": 0, "desiredSize": max_size, "maxSize": max_size},
-            "labels": {"llmcloud.io/node-group": "l40s"},
-        },
-    )
-    return [group]
-
-
 def deployment(replicas: int, node_selector: dict) -> Obj:
-    pod = {
-        "metadata": {"labels": {"app": "x"}},
-        "spec": {
-            "nodeSelector": node_selector,
-            "containers": [
-                {"name": "c", "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "4"}}}
-            ],
-        },
-    }
+    pod = gpu_pod(4)
+    pod["spec"]["nodeSelector"] = node_selector
     return Obj(
         "urn:d",
         "kubernetes:apps/v1:Deployment",
