@@ -171,11 +171,11 @@ class Measured:
         }
 
 
-def run_command(
-    argv: list[str], env: dict[str, str], server_pid: int, into: Measured, cwd: Path | None = None
-) -> None:
-    """Run `argv`, recording wall time, its CPU and peak RSS (wait4), and the server's CPU."""
-    server_before = server_cpu_seconds(server_pid)
+def waited(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, ok: tuple[int, ...] = (0,)
+) -> tuple[float, Any, bytes]:
+    """Run `argv` to its end: (wall seconds, its resource usage from wait4, its stderr). An
+    exit code outside `ok` is an error naming the command and the end of its stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(
         argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -184,9 +184,19 @@ def run_command(
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {stderr[-2000:]!r}")
+    code = os.waitstatus_to_exitcode(status)
+    if code not in ok:
+        where = f" (in {cwd})" if cwd is not None else ""
+        raise RuntimeError(f"{' '.join(argv)}{where} exited {code}: {stderr[-2000:]!r}")
+    return wall, usage, stderr
+
+
+def run_command(
+    argv: list[str], env: dict[str, str], server_pid: int, into: Measured, cwd: Path | None = None
+) -> None:
+    """Run `argv`, recording wall time, its CPU and peak RSS (wait4), and the server's CPU."""
+    server_before = server_cpu_seconds(server_pid)
+    wall, usage, _ = waited(argv, env, cwd)
     server_after = server_cpu_seconds(server_pid)
     into.wall_s.append(wall)
     into.client_cpu_s.append(usage.ru_utime + usage.ru_stime)

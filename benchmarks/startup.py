@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from stage import AWSCLI_VENV, BUCKET, REGION, moto_server  # noqa: E402
+from stage import AWSCLI_VENV, BUCKET, REGION, moto_server, waited  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 COMMANDS = ("plan", "diff", "stage", "audit", "preflight", "smoke")
@@ -71,17 +71,7 @@ def timed(
     argv: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...]
 ) -> tuple[float, float, bytes]:
     """(wall seconds, CPU seconds of the process, stderr) of one command."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code not in ok:
-        raise RuntimeError(f"{' '.join(argv)} (in {cwd}) exited {code}: {stderr[-1500:]!r}")
+    wall, usage, stderr = waited(argv, env, cwd, ok)
     return wall, usage.ru_utime + usage.ru_stime, stderr
 
 
