@@ -44,6 +44,13 @@ from stage import AWSCLI_VENV, BUCKET, REGION, moto_server, waited  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 COMMANDS = ("plan", "diff", "stage", "audit", "preflight", "smoke")
+PLAN_PROD = [
+    "plan",
+    "--stack",
+    "prod",
+    "--format",
+    "json",
+]  # the timed plan, and the file diff reads
 STAGE_FILES, STAGE_FILE_BYTES = 200, 4096
 
 
@@ -150,15 +157,7 @@ def build_cases(
     runs = {
         "plan": Case(
             "plan prod (json)",
-            [
-                "plan",
-                "--stack",
-                "prod",
-                "--format",
-                "json",
-                "--out",
-                str(plan_json.with_suffix(".out")),
-            ],
+            [*PLAN_PROD, "--out", str(plan_json.with_suffix(".out"))],
             ok_codes=(0, 1),
         ),
         "diff": Case("diff prod prod", ["diff", str(plan_json), str(plan_json)]),
@@ -218,18 +217,7 @@ def main() -> None:
         env["LLMCLOUD_CACHE_DIR"] = str(tmp / "cache")
         plan_json = tmp / "prod.json"
         subprocess.run(
-            [
-                str(PYTHON),
-                "-m",
-                "infra",
-                "plan",
-                "--stack",
-                "prod",
-                "--format",
-                "json",
-                "--out",
-                str(plan_json),
-            ],
+            [str(PYTHON), "-m", "infra", *PLAN_PROD, "--out", str(plan_json)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
