@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from infra.config import ConfigError, read_project, read_stack_file, stack_file
 from infra.config.loading import load_yaml, yaml_read_once
 from infra.plan.mocks import MOCK_ACCOUNT_ID, PlanMocks
 from infra.plan.schema import UnknownProperty, check_inputs
-from infra.plan.sdk_runtime import sdk_settings
+from infra.plan.sdk_runtime import replaced, sdk_settings
 from infra.plan.secrets import (
     PassphraseCrypter,
     SecretsError,
@@ -563,18 +563,13 @@ def _abandon_unfinished_work() -> None:
         loop.set_exception_handler(handler)
 
 
-@contextmanager
-def _recorded_apply_failures(failures: _Failures) -> Iterator[None]:
+def _recorded_apply_failures(failures: _Failures) -> AbstractContextManager[None]:
     original = pulumi.Output.apply
 
     def apply(self: pulumi.Output, func: Any, run_with_unknowns: bool = False) -> pulumi.Output:
         return original(self, failures.wrap(func), run_with_unknowns)
 
-    pulumi.Output.apply = apply  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        pulumi.Output.apply = original  # type: ignore[method-assign]
+    return replaced(pulumi.Output, "apply", apply)
 
 
 @contextmanager

@@ -17,12 +17,13 @@ import gc
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
 
 import pulumi
 from pulumi import _types as pulumi_types
+from pulumi._types import _types_from_annotations as _sdk_types_from_annotations
 from pulumi.output import Unknown
 from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import resource_cycle_breaker, rpc
@@ -33,17 +34,18 @@ from pulumi.runtime.proto import source_pb2
 @contextmanager
 def sdk_settings() -> Iterator[None]:
     """Every setting below, for one run of a program."""
-    with ExitStack() as stack:
-        stack.enter_context(fast_stack_traces())
-        stack.enter_context(fast_dependency_walks())
-        stack.enter_context(fast_unknown_checks())
-        stack.enter_context(cached_annotation_types())
-        stack.enter_context(no_cyclic_gc())
+    with (
+        fast_stack_traces(),
+        fast_dependency_walks(),
+        fast_unknown_checks(),
+        cached_annotation_types(),
+        no_cyclic_gc(),
+    ):
         yield
 
 
 @contextmanager
-def _replaced(module: Any, name: str, value: Any) -> Iterator[None]:
+def replaced(module: Any, name: str, value: Any) -> Iterator[None]:
     """`module.name` is `value` inside the block, and what it was again after it."""
     original = getattr(module, name)
     setattr(module, name, value)
@@ -106,7 +108,7 @@ def _stack_trace_without_source_lines() -> source_pb2.StackTrace:
 
 
 def fast_stack_traces() -> AbstractContextManager[None]:
-    return _replaced(pulumi_resource, "_get_stack_trace", _stack_trace_without_source_lines)
+    return replaced(pulumi_resource, "_get_stack_trace", _stack_trace_without_source_lines)
 
 
 # ------------------------------------------------------------------ dependencies
@@ -172,8 +174,8 @@ def fast_dependency_walks() -> Iterator[None]:
     the dependency itself depends on, and wraps each `depends_on` entry in an Output. Both
     answered the same, cheaper: see `declare_dependency` and `_depends_on_urns`."""
     with (
-        _replaced(rpc, "declare_dependency", declare_dependency),
-        _replaced(pulumi_resource, "_resolve_depends_on_urns", _depends_on_urns),
+        replaced(rpc, "declare_dependency", declare_dependency),
+        replaced(pulumi_resource, "_resolve_depends_on_urns", _depends_on_urns),
     ):
         yield
 
@@ -191,11 +193,7 @@ def contains_unknowns(value: Any) -> bool:
     is a reference cycle: each of the ~12 000 calls in a plan of prod (every Output's data is
     checked) leaves a function, its cell and its annotations for the cyclic collector, which
     then spent a sixth of the plan freeing them."""
-    if type(value) in _ATOMS:
-        return False
-    if isinstance(value, Unknown):
-        return True
-    if not isinstance(value, (dict, list)):
+    if type(value) in _ATOMS:  # most values: answered without the walk's set and list
         return False
     seen: set[int] = set()
     pending = [value]
@@ -218,12 +216,10 @@ def contains_unknowns(value: Any) -> bool:
 def fast_unknown_checks() -> AbstractContextManager[None]:
     """Every Output's data is checked for unknowns when it resolves (`_OutputData.__post_init__`
     and `Output.future` call `output.contains_unknowns`, which calls `rpc.contains_unknowns`)."""
-    return _replaced(rpc, "contains_unknowns", contains_unknowns)
+    return replaced(rpc, "contains_unknowns", contains_unknowns)
 
 
 # ------------------------------------------------------------------ declared types
-
-_sdk_types_from_annotations = pulumi_types._types_from_annotations
 
 
 @lru_cache(maxsize=4096)
@@ -237,4 +233,4 @@ def _types_from_annotations(cls: type) -> dict[str, type]:
 
 
 def cached_annotation_types() -> AbstractContextManager[None]:
-    return _replaced(pulumi_types, "_types_from_annotations", _types_from_annotations)
+    return replaced(pulumi_types, "_types_from_annotations", _types_from_annotations)
