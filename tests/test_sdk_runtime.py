@@ -5,7 +5,7 @@ the SDK's function itself, on generated inputs and on real programs."""
 from __future__ import annotations
 
 import random
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import pulumi
 import pytest
@@ -175,9 +175,7 @@ Box("box")
 def _sdk_originals_except_traces():
     """The engine's settings without the replaced SDK functions (stack traces and the
     collector are unchanged, as neither decides a dependency or a value)."""
-    with ExitStack() as stack:
-        stack.enter_context(sdk_runtime.fast_stack_traces())
-        stack.enter_context(sdk_runtime.no_cyclic_gc())
+    with sdk_runtime.fast_stack_traces(), sdk_runtime.no_cyclic_gc():
         yield
 
 
