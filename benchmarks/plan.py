@@ -27,11 +27,11 @@ sdk_settings`: cyclic GC off, stack traces reduced to the source position, and t
 dependency walks, unknown checks and annotation types done cheaper with the same answers),
 timed like `evaluate`: the stack is dropped inside the settings, so the run's resources are
 garbage when the collector is on again, and its first pass over what the run allocated (and
-freeing it) counts on both sides. So a ratio measures the engine, not the settings. Each timed run starts after a full collection (outside the
-clock), so a full pass over the imported modules' objects, due from the allocations of the
-run before, never lands in a later run's time. Times are CPU seconds of this process (all
-threads: the mock monitor runs in the SDK's executor), which a shared machine disturbs far
-less than wall time.
+freeing it) counts on both sides. So a ratio measures the engine, not the settings. Each
+timed run starts after a full collection (outside the clock), so a full pass over the
+imported modules' objects, due from the allocations of the run before, never lands in a
+later run's time. Times are CPU seconds of this process (all threads: the mock monitor runs
+in the SDK's executor), which a shared machine disturbs far less than wall time.
 
 `--scale N` also plans generated 1× and N× stacks: a project whose program registers the
 prod plan's custom resources once or N times (names suffixed), flat, through the same typed
@@ -157,27 +157,22 @@ def plan_answers(project: Path, stack: str) -> tuple[dict, dict]:
 def sdk_program(project: Path, stack: str, answers: tuple[dict, dict]) -> float:
     """The project's own program under the stock MockMonitor, answered from `answers`, with
     the engine's settings and the config the plan hands it (read before the clock starts)."""
-    name = read_project(project)["name"]
+    project_file = read_project(project)
+    name = project_file["name"]
     config, secret_keys = engine_config(read_stack_file(stack_file(project, stack)), name)
-    main = project / (read_project(project).get("main") or "__main__.py")
+    main = project / (project_file.get("main") or "__main__.py")
     settings.set_root_resource(None)  # type: ignore[arg-type]
     set_all_config(config, secret_keys)
     pulumi.runtime.set_mocks(_ReplayMocks(*answers), project=name, stack=stack, preview=False)
-    try:
-        with _program_environment(project):
-            started = time.process_time()
-            with sdk_settings():
-                try:
-                    _sync_await(
-                        run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__"))
-                    )
-                finally:  # as `evaluate`: inside the settings, so timed alike
-                    settings.set_root_resource(None)  # type: ignore[arg-type]
-                    set_all_config({}, [])
-            return time.process_time() - started
-    finally:
-        settings.set_root_resource(None)  # type: ignore[arg-type]
-        set_all_config({}, [])
+    with _program_environment(project):
+        started = time.process_time()
+        with sdk_settings():
+            try:
+                _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            finally:  # as `evaluate`: inside the settings, so timed alike
+                settings.set_root_resource(None)  # type: ignore[arg-type]
+                set_all_config({}, [])
+        return time.process_time() - started
 
 
 def sdk_bare(count: int) -> float:
